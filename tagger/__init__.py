@@ -1,0 +1,1 @@
+"""BiLSTM-CRF sequence tagger: readers, model, training, evaluation and the Tagger facade."""

@@ -1,0 +1,148 @@
+"""Typed configuration, one pydantic model per concern, saved beside the weights.
+
+A training recipe is a TOML file with ``[data]``, ``[model]`` and ``[train]`` tables;
+command-line flags and ``--set section.key=value`` override it. The resolved
+:class:`TaggerConfig` is written to ``config.json`` in the model directory, and loading a
+model rebuilds it from that file alone.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CorpusFormat(_Strict):
+    """How to read a corpus file."""
+
+    format: Literal["auto", "conllu", "columns"] = "auto"
+    token_column: int | None = Field(None, ge=1, description="1-based token column (columns format)")
+    label_column: int | Literal["upos", "xpos"] | None = Field(
+        None, description="1-based label column, or upos/xpos for CoNLL-U; None: detect")
+    scheme: Literal["auto", "iob1", "iob2", "iobes", "bioes", "bilou"] = "auto"
+
+    @model_validator(mode="after")
+    def _column_is_positive(self) -> "CorpusFormat":
+        if isinstance(self.label_column, int) and self.label_column < 1:
+            raise ValueError("label_column is 1-based")
+        return self
+
+
+class CharConfig(_Strict):
+    encoder: Literal["cnn", "lstm", "none"] = "cnn"
+    dim: int = Field(30, ge=1, description="character embedding size")
+    hidden: int = Field(50, ge=1, description="CNN filters, or LSTM hidden size per direction")
+    kernel: int = Field(3, ge=1, description="CNN window")
+    max_length: int = Field(24, ge=1, description="characters kept per word (longer words are cut in the middle)")
+
+
+class EncoderConfig(_Strict):
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    layers: int = Field(1, ge=1)
+    hidden: int = Field(200, ge=1, description="hidden size per direction")
+    dropout: float = Field(0.5, ge=0, lt=1)
+    merge: Literal["concat", "average"] = "concat"
+
+
+class TaskConfig(_Strict):
+    """One output head. ``span`` tasks (NER) are IOB2 outside, ``encoding`` inside the model."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["tag", "span"]
+    decoder: Literal["crf", "softmax"] = "crf"
+    encoding: Literal["iob2", "iobes"] = "iobes"
+
+
+class ModelConfig(_Strict):
+    word_dim: int = Field(100, ge=1, description="word embedding size (the vectors' size when given)")
+    lowercase: bool = True
+    vectors: str | None = Field(None, description="glove-6b-50d, or a GloVe/word2vec text file")
+    max_vectors: int = Field(50_000, ge=0, description="most frequent pretrained words kept beyond the training vocabulary")
+    min_count: int = Field(1, ge=1, description="training words seen fewer times map to the unknown word")
+    word_dropout: float = Field(0.05, ge=0, lt=1, description="chance a training word is replaced by the unknown word")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout on embeddings and encoder outputs")
+    char: CharConfig = CharConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    tasks: list[TaskConfig] = Field(default_factory=list)
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1, description="sentences per batch")
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(0.002, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    weight_decay: float = Field(0.0, ge=0)
+    clip: float = Field(5.0, gt=0, description="gradient norm clipping")
+    schedule: Literal["none", "linear", "plateau"] = "plateau"
+    patience: int = Field(5, ge=1, description="epochs without dev improvement before stopping")
+    seed: int = 1
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    max_sentences: int | None = Field(None, ge=1, description="use only the first N training sentences")
+
+
+class TaggerConfig(_Strict):
+    """Everything that defines a trained model, written as ``config.json``."""
+
+    lang: str = Field("en", description="spaCy language code for tokenizing raw text")
+    data: CorpusFormat = CorpusFormat()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate."""
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TaggerConfig:
+    """Read a TOML recipe (or the defaults), apply dotted ``overrides``, validate.
+
+    Args:
+        path: a TOML file with ``[data]``, ``[model]``, ``[train]`` tables, or None.
+        overrides: ``{"train.lr": 0.01, "model.encoder.layers": 2}``; None values are skipped.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: {key} is not a table")
+        node[leaf] = value
+    try:
+        return TaggerConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``'train.lr=0.01'`` -> ``('train.lr', 0.01)``; the value is read as TOML, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
+def _describe(error: ValidationError, path: str | Path | None) -> str:
+    where = f"{path}: " if path else ""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return f"{where}invalid config: {problems}"
