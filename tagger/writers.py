@@ -23,7 +23,8 @@ def write_conllu(sentences: Iterable[Sentence], handle: IO[str], column: str = "
     """Write CoNLL-U, filling each sentence's labels into the UPOS or XPOS column.
 
     Sentences read from CoNLL-U keep their other columns and comments; others get
-    ``ID FORM _ LABEL _ _ _ _ _ _`` rows.
+    ``ID FORM _ LABEL _ _ _ _ _ _`` rows. A sentence with rows but no labels is written
+    as its rows stand.
     """
     index = {"upos": 3, "xpos": 4}[column]
     for sentence in sentences:
@@ -31,13 +32,13 @@ def write_conllu(sentences: Iterable[Sentence], handle: IO[str], column: str = "
             handle.write(f"# {comment}\n")
         if not sentence.comments and sentence.text is not None:
             handle.write(f"# text = {sentence.text}\n")
-        labels = sentence.labels or ("_",) * len(sentence.tokens)
-        for i, (token, label) in enumerate(zip(sentence.tokens, labels, strict=True)):
+        for i, token in enumerate(sentence.tokens):
             if sentence.rows is not None and len(sentence.rows[i]) == 10:
                 row = list(sentence.rows[i])
             else:
                 row = [str(i + 1), token] + ["_"] * 8
-            row[index] = label
+            if sentence.labels is not None:
+                row[index] = sentence.labels[i]
             handle.write("\t".join(row) + "\n")
         handle.write("\n")
 

@@ -1,0 +1,131 @@
+"""From token strings to tensors: the featurizer and length-bucketed batches."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from tagger.schemes import convert
+from tagger.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class Example:
+    """Tokens and, for training and evaluation, labels per task (IOB2 for span tasks).
+    A task missing from ``labels`` is not trained on for this sentence."""
+
+    tokens: tuple[str, ...]
+    labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Tensors for a batch of sentences. Characters are encoded once per distinct surface
+    form in the batch: ``chars`` holds the forms, ``char_index`` points tokens at them.
+
+    Attributes:
+        words: (B, T) word ids.
+        chars: (U, C) character ids of the U distinct forms.
+        char_index: (B, T) row of ``chars`` for each token.
+        mask: (B, T) True on real tokens.
+        tags: task -> (B, T) gold tag ids, for tasks labelled in this batch.
+        has_tags: task -> (B,) True for the rows that carry that task's labels.
+    """
+
+    words: Tensor
+    chars: Tensor
+    char_index: Tensor
+    mask: Tensor
+    tags: dict[str, Tensor] = field(default_factory=dict)
+    has_tags: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Featurizer:
+    """Maps tokens and labels to ids with the model's vocabularies.
+
+    Args:
+        words: word vocabulary (lower-cased when ``lowercase``).
+        chars: character vocabulary.
+        labels: task -> label vocabulary in the task's internal encoding.
+        encodings: task -> ``iobes`` for span tasks trained on IOBES (labels arrive as IOB2).
+    """
+
+    def __init__(self, words: Vocab, chars: Vocab, labels: Mapping[str, Vocab], lowercase: bool,
+                 max_chars: int, encodings: Mapping[str, str] | None = None):
+        self.words, self.chars, self.labels = words, chars, dict(labels)
+        self.lowercase, self.max_chars = lowercase, max_chars
+        self.encodings = dict(encodings or {})
+
+    def word_key(self, token: str) -> str:
+        return token.lower() if self.lowercase else token
+
+    def _char_ids(self, token: str) -> list[int]:
+        if len(token) > self.max_chars:  # keep prefix and suffix, where morphology lives
+            head = self.max_chars // 2
+            token = token[:head] + token[len(token) - (self.max_chars - head):]
+        return self.chars.ids(token)
+
+    def batch(self, examples: Sequence[Example], with_labels: bool = True) -> Batch:
+        lengths = [len(e.tokens) for e in examples]
+        size, width = len(examples), max(lengths)
+        words = torch.zeros(size, width, dtype=torch.long)
+        char_index = torch.zeros(size, width, dtype=torch.long)
+        forms: dict[str, int] = {}
+        for row, example in enumerate(examples):
+            n = len(example.tokens)
+            words[row, :n] = torch.tensor([self.words.id(self.word_key(t)) for t in example.tokens])
+            char_index[row, :n] = torch.tensor([forms.setdefault(t, len(forms)) for t in example.tokens])
+        char_rows = [self._char_ids(form) for form in forms]
+        chars = torch.zeros(len(char_rows), max(map(len, char_rows)), dtype=torch.long)
+        for row, ids in enumerate(char_rows):
+            chars[row, : len(ids)] = torch.tensor(ids)
+        mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+        batch = Batch(words, chars, char_index, mask)
+        if with_labels:
+            for task, vocab in self.labels.items():
+                present = [task in e.labels for e in examples]
+                if not any(present):
+                    continue
+                tags = torch.zeros(size, width, dtype=torch.long)
+                for row, example in enumerate(examples):
+                    if present[row]:
+                        tags[row, : lengths[row]] = torch.tensor(vocab.ids(self.encode_labels(task, example.labels[task])))
+                batch.tags[task] = tags
+                batch.has_tags[task] = torch.tensor(present)
+        return batch
+
+    def encode_labels(self, task: str, labels: Sequence[str]) -> list[str]:
+        """IOB2 labels -> the task's internal encoding."""
+        return convert(labels, "iob2", "iobes") if self.encodings.get(task) == "iobes" else list(labels)
+
+    def decode_labels(self, task: str, labels: Sequence[str]) -> list[str]:
+        """Internal encoding -> IOB2 (well-formed even if decoding was not constrained)."""
+        if task not in self.encodings:
+            return list(labels)
+        return convert(labels, self.encodings[task], "iob2")  # type: ignore[arg-type]
+
+
+def bucketed(lengths: Sequence[int], batch_size: int, rng: random.Random | None = None,
+             max_tokens: int | None = None) -> Iterator[list[int]]:
+    """Group indices of similar length into batches; shuffled when ``rng`` is given.
+
+    Batches hold at most ``batch_size`` sentences and, if given, ``max_tokens`` padded tokens.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random() if rng else 0))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in order:
+        longest = max(lengths[index], max((lengths[i] for i in current[-1:]), default=0))
+        if current and (len(current) >= batch_size or (max_tokens and longest * (len(current) + 1) > max_tokens)):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    if rng:
+        rng.shuffle(batches)
+    yield from batches

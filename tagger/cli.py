@@ -1,0 +1,291 @@
+"""Command line: ``tagger train``, ``tagger evaluate``, ``tagger tag``.
+
+A thin layer: it parses options, calls library functions, prints, and turns the
+library's errors into one ``error: ...`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from tagger.config import ConfigError, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
+from tagger.corpus import CorpusError, Sentence
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="BiLSTM-CRF part-of-speech and named-entity tagger.")
+
+FormatOpt = Annotated[str, typer.Option("--format", help="auto, conllu or columns")]
+TokenColOpt = Annotated[Optional[int], typer.Option("--token-column", help="1-based token column (columns files)")]
+LabelColOpt = Annotated[Optional[str], typer.Option("--label-column", help="1-based label column, or upos/xpos")]
+SchemeOpt = Annotated[str, typer.Option("--scheme", help="auto, iob1, iob2, iobes, bioes or bilou")]
+
+
+class UserError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(2)
+
+
+def _format(fmt: str, token_column: int | None, label_column: str | None, scheme: str) -> CorpusFormat:
+    label: int | str | None = label_column
+    if label_column is not None and label_column.isdigit():
+        label = int(label_column)
+    try:
+        return CorpusFormat(format=fmt, token_column=token_column, label_column=label, scheme=scheme)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise UserError(f"invalid format options: {error}") from None
+
+
+def task_name(corpus_path: str, fmt: CorpusFormat, kind: str) -> str:
+    """Default task name for a corpus: upos/xpos for CoNLL-U, ner for spans, tag otherwise."""
+    from tagger.readers import detect_format
+
+    if (fmt.format if fmt.format != "auto" else detect_format(corpus_path)) == "conllu":
+        return fmt.label_column if isinstance(fmt.label_column, str) else {5: "xpos"}.get(fmt.label_column or 4, "upos")
+    return "ner" if kind == "span" else "tag"
+
+
+@app.command()
+def train(
+    train: Annotated[Path, typer.Option("--train", help="training corpus")],
+    dev: Annotated[Path, typer.Option("--dev", help="development corpus (early stopping)")],
+    output: Annotated[Path, typer.Option("--output", help="model directory to write")],
+    fmt: FormatOpt = "auto",
+    token_column: TokenColOpt = None,
+    label_column: LabelColOpt = None,
+    scheme: SchemeOpt = "auto",
+    vectors: Annotated[Optional[str], typer.Option("--vectors", help="glove-6b-50d or a GloVe/word2vec text file")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", help="use the first N training sentences")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=0.001 (repeatable)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUTPUT/checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Train a tagger on a CoNLL-style corpus; the best model (by dev score) is kept in OUTPUT."""
+    from tagger.readers import load_corpus
+    from tagger.train import train as run_training
+
+    try:
+        overrides: dict[str, Any] = {"model.vectors": vectors, "train.epochs": epochs, "train.seed": seed,
+                                     "train.max_sentences": max_sentences}
+        overrides.update(parse_assignment(item) for item in set_ or [])
+        cfg = load_config(config, overrides)
+        if fmt != "auto" or token_column or label_column or scheme != "auto":
+            cfg.data = _format(fmt, token_column, label_column, scheme)
+        train_corpus = load_corpus(train, cfg.data)
+        kind = train_corpus.kind
+        dev_corpus = load_corpus(dev, cfg.data, kind=kind)
+        if not cfg.model.tasks:
+            cfg.model.tasks = [TaskConfig(name=task_name(str(train), cfg.data, kind), kind=kind)]
+        if len(cfg.model.tasks) != 1:
+            raise UserError("the command line trains one task; use the Python API for joint models")
+        task = cfg.model.tasks[0]
+        if task.kind != kind:
+            raise UserError(f"{train} holds {kind} labels but the config's task {task.name} is a {task.kind} task")
+        if output.exists() and any(output.iterdir()) and not resume:
+            if not (output / "config.json").exists():
+                raise UserError(f"{output} exists and is not a model directory; choose another --output")
+        result = run_training(cfg, _examples(train_corpus.sentences, task.name),
+                              _examples(dev_corpus.sentences, task.name), output, resume=resume, progress=not quiet)
+    except (CorpusError, ConfigError, UserError, ValueError, OSError) as error:
+        _fail(error)
+    dev_report = result.metrics["dev"][task.name]
+    score = f"F1 {dev_report['f1']:.4f}" if kind == "span" else f"accuracy {dev_report['accuracy']:.4f}"
+    typer.echo(f"saved {output} (task {task.name}, best epoch {result.metrics['best_epoch']}, dev {score})")
+
+
+def _examples(sentences: list[Sentence], task: str):
+    from tagger.batching import Example
+
+    return [Example(s.tokens, {task: s.labels} if s.labels is not None else {}) for s in sentences]
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="model directory")],
+    data: Annotated[Path, typer.Option("--data", help="labelled corpus")],
+    fmt: FormatOpt = "auto",
+    token_column: TokenColOpt = None,
+    label_column: LabelColOpt = None,
+    scheme: SchemeOpt = "auto",
+    task: Annotated[Optional[str], typer.Option("--task", help="which head to score (default: the only one, or the one matching the data)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    confusion: Annotated[Optional[Path], typer.Option("--confusion", help="write a confusion-matrix PNG (tag tasks)")] = None,
+) -> None:
+    """Score a model on a labelled corpus: seqeval (strict IOB2) for spans, token accuracy."""
+    from tagger.artifact import ArtifactError, load_model
+    from tagger.metrics import evaluate_labels
+    from tagger.plots import confusion_matrix
+    from tagger.predict import tag_corpus
+    from tagger.readers import load_corpus
+
+    try:
+        loaded = load_model(model)
+        corpus_format = _format(fmt, token_column, label_column, scheme)
+        tasks = {t.name: t.kind for t in loaded.config.model.tasks}
+        name = task or _pick_task(tasks, str(data), corpus_format)
+        if name not in tasks:
+            raise UserError(f"the model has no task {name!r}; it has {', '.join(tasks)}")
+        corpus = load_corpus(data, corpus_format, kind=tasks[name])  # type: ignore[arg-type]
+        gold = [list(s.labels or ()) for s in corpus.sentences]
+        predicted = tag_corpus(loaded, [s.tokens for s in corpus.sentences], name)
+        report = {"model": str(model), "data": str(data), "task": name, **evaluate_labels(gold, predicted, tasks[name])}
+        if confusion is not None and tasks[name] == "tag":
+            confusion_matrix(report["confusion"], confusion, f"{name} confusion on {data.name}")
+    except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    typer.echo(_report_table(report, tasks[name]))
+
+
+def _pick_task(tasks: dict[str, str], data: str, fmt: CorpusFormat) -> str:
+    if len(tasks) == 1:
+        return next(iter(tasks))
+    if isinstance(fmt.label_column, str) and fmt.label_column in tasks:
+        return fmt.label_column
+    from tagger.readers import detect_format
+
+    if (fmt.format if fmt.format != "auto" else detect_format(data)) == "conllu":
+        return "upos" if "upos" in tasks else next(t for t, k in tasks.items() if k == "tag")
+    spans = [t for t, k in tasks.items() if k == "span"]
+    if len(spans) == 1:
+        return spans[0]
+    raise UserError(f"the model has several tasks ({', '.join(tasks)}); choose one with --task")
+
+
+def _report_table(report: dict[str, Any], kind: str) -> str:
+    lines = [f"{report['task']} on {report['data']}: {report['sentences']} sentences, {report['tokens']} tokens",
+             f"token accuracy {report['accuracy']:.4f}"]
+    if kind == "span":
+        lines.append(f"micro P {report['precision']:.4f}  R {report['recall']:.4f}  F1 {report['f1']:.4f}   "
+                     f"macro F1 {report['macro_f1']:.4f}")
+    lines.append(f"{'label':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for label, row in report["per_label"].items():
+        lines.append(f"{label:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")
+    return "\n".join(lines)
+
+
+@app.command()
+def tag(
+    model: Annotated[Path, typer.Option("--model", help="model directory")],
+    input: Annotated[Optional[Path], typer.Option("--input", help="input file (default: stdin)")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="output file (default: stdout)")] = None,
+    output_format: Annotated[str, typer.Option("--output-format", help="jsonl, conllu or conll")] = "jsonl",
+    input_format: Annotated[str, typer.Option("--input-format", help="auto (JSONL or plain text lines), text, jsonl, conllu or columns")] = "auto",
+    batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per batch")] = 256,
+    no_scores: Annotated[bool, typer.Option("--no-scores", help="skip confidences (faster)")] = False,
+) -> None:
+    """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
+    from tqdm import tqdm
+
+    from tagger.artifact import ArtifactError
+    from tagger.predict import Tagger
+    from tagger.writers import atomic_output
+
+    if output_format not in ("jsonl", "conllu", "conll"):
+        _fail(UserError("--output-format must be jsonl, conllu or conll"))
+    try:
+        tagger = Tagger.load(model)
+        documents = _documents(input, input_format)
+        with atomic_output(output) as handle:
+            bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
+            while chunk := list(islice(documents, batch_documents)):
+                if chunk[0][1] is None:  # tokenized sentences
+                    tagged = [tagger.tag_tokens([s.tokens], scores=not no_scores) for _, _, s in chunk]
+                else:
+                    tagged = tagger.tag_texts([text for _, text, _ in chunk], scores=not no_scores)
+                for (doc_id, _, source), document in zip(chunk, tagged):
+                    _write(handle, output_format, doc_id, document, tagger, source)
+                bar.update(len(chunk))
+            bar.close()
+    except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
+        _fail(error)
+
+
+def _documents(path: Path | None, input_format: str) -> Iterator[tuple[Any, str | None, Sentence | None]]:
+    """Yield (id, text, sentence): raw documents have text, tokenized ones a Sentence."""
+    if input_format in ("conllu", "columns"):
+        if path is None:
+            raise UserError(f"--input-format {input_format} needs --input FILE")
+        from tagger.readers import read_sentences
+
+        fmt = CorpusFormat(format=input_format)
+        for number, sentence in enumerate(read_sentences(path, fmt, labelled=False), start=1):
+            yield sentence.sent_id or number, None, sentence
+        return
+    handle = open(path, encoding="utf-8") if path else sys.stdin
+    with handle:
+        mode = input_format
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if mode == "auto" and line.strip():
+                mode = "jsonl" if line.lstrip().startswith("{") else "text"
+            if mode == "jsonl":
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    text = record["text"]
+                    if not isinstance(text, str):
+                        raise TypeError
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(f"{path or '<stdin>'}:{number}: expected a JSON object with a string 'text'") from None
+                yield record.get("id", number), text, None
+            else:
+                yield number, line, None
+
+
+def _write(handle, output_format: str, doc_id: Any, document, tagger, source: Sentence | None) -> None:
+    from tagger.writers import write_columns, write_conllu, write_jsonl
+
+    tasks = list(tagger.tasks)
+    primary = tasks[0]
+    if output_format == "jsonl":
+        tokens = []
+        for sentence in document.sentences:
+            for token in sentence.tokens:
+                label = token.labels[primary]
+                item = {"text": token.text, "start": token.start, "end": token.end, "label": label.value, "score": label.score}
+                if len(tasks) > 1:
+                    item["labels"] = {t: {"value": v.value, "score": v.score} for t, v in token.labels.items()}
+                tokens.append(item)
+        entities = [{"text": e.text, "start": e.start, "end": e.end, "label": e.label, "score": e.score}
+                    for s in document.sentences for e in s.entities]
+        write_jsonl([{"id": doc_id, "tokens": tokens, "entities": entities}], handle)
+        return
+    sentences = []
+    for sentence in document.sentences:
+        words = tuple(t.text for t in sentence.tokens)
+        rows = []
+        for i, token in enumerate(sentence.tokens):
+            row = list(source.rows[i]) if source is not None and source.rows else [str(i + 1), token.text] + ["_"] * 8
+            misc = [f"{t}={v.value}" for t, v in token.labels.items() if t not in ("upos", "xpos")]
+            for task, column in (("upos", 3), ("xpos", 4)):
+                if task in token.labels:
+                    row[column] = token.labels[task].value
+            if misc:
+                row[9] = "|".join(misc if row[9] == "_" else [row[9], *misc])
+            rows.append(tuple(row))
+        labels = tuple(t.labels[primary].value for t in sentence.tokens)
+        text = source.text if source is not None else document.text[sentence.start:sentence.end].replace("\n", " ")
+        sentences.append(Sentence(words, labels if output_format == "conll" else None, text=text,
+                                  rows=tuple(rows), comments=source.comments if source is not None else ()))
+    (write_conllu if output_format == "conllu" else write_columns)(sentences, handle)
+
+
+if __name__ == "__main__":
+    app()

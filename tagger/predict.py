@@ -1,0 +1,196 @@
+"""Prediction: batched decoding, and the :class:`Tagger` facade the service uses.
+
+Confidence: a token's score is the probability of its chosen label under the model,
+the CRF marginal (forward-backward) or the softmax probability. An entity's score is the
+smallest of its tokens' scores; since the probability of the whole span labelling can be
+no larger than any one of its token marginals, this is an upper bound on it, and it is
+cheap, monotone and comparable across entities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tagger.artifact import Model, load_model
+from tagger.batching import Example, bucketed
+from tagger.schemes import entity_types, labels_for, spans
+from tagger.tokenize import Tokenizer
+
+DEFAULT_BATCH_TOKENS = 4096
+
+
+@dataclass(frozen=True)
+class TaskPrediction:
+    labels: list[str]  # IOB2 for span tasks
+    scores: list[float] | None = None
+
+
+def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = True, batch_size: int = 256,
+            max_tokens: int = DEFAULT_BATCH_TOKENS) -> list[dict[str, TaskPrediction]]:
+    """Tag tokenized sentences, in batches of similar length; results in input order.
+
+    Returns:
+        One dict per sentence: task -> labels (and scores).
+    """
+    results: list[dict[str, TaskPrediction]] = [{} for _ in sentences]
+    lengths = [len(s) for s in sentences]
+    network, featurizer = model.network, model.featurizer
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.inference_mode():
+            for indices in bucketed(lengths, batch_size, max_tokens=max_tokens):
+                nonempty = [i for i in indices if lengths[i]]
+                for i in indices:
+                    if not lengths[i]:
+                        results[i] = {t: TaskPrediction([], [] if scores else None) for t in model.tasks}
+                if not nonempty:
+                    continue
+                batch = featurizer.batch([Example(tuple(sentences[i])) for i in nonempty], with_labels=False)
+                emissions = network(batch.words, batch.chars, batch.char_index, batch.mask)
+                decoded = network.decode(emissions, batch.mask, scores=scores)
+                for task, (tags, probs) in decoded.items():
+                    vocab = featurizer.labels[task]
+                    tag_rows = tags.tolist()
+                    prob_rows = probs.tolist() if probs is not None else None
+                    for row, i in enumerate(nonempty):
+                        n = lengths[i]
+                        labels = featurizer.decode_labels(task, [vocab.items[t] for t in tag_rows[row][:n]])
+                        results[i][task] = TaskPrediction(labels, prob_rows[row][:n] if prob_rows else None)
+    finally:
+        network.train(was_training)
+    return results
+
+
+@dataclass
+class Label:
+    value: str
+    score: float | None = None
+
+
+@dataclass
+class Token:
+    text: str
+    start: int
+    end: int
+    labels: dict[str, Label] = field(default_factory=dict)
+
+
+@dataclass
+class Entity:
+    label: str
+    start: int
+    end: int
+    text: str
+    token_start: int
+    token_end: int  # exclusive
+    score: float | None = None
+    task: str = "ner"
+
+
+@dataclass
+class TaggedSentence:
+    start: int
+    end: int
+    tokens: list[Token]
+    entities: list[Entity]
+
+
+@dataclass
+class Document:
+    """A tagged text: offsets of sentences, tokens and entities index into ``text``."""
+
+    text: str
+    sentences: list[TaggedSentence]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Tagger:
+    """Load a model directory and tag raw text or tokenized sentences.
+
+    The only entry point the service uses; it returns plain Python objects.
+    """
+
+    def __init__(self, model: Model, path: str | Path | None = None):
+        self.model = model
+        self.path = str(path) if path else None
+        self.tokenizer = Tokenizer(model.config.lang)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tagger":
+        """Raises :class:`tagger.artifact.ArtifactError` for a bad directory."""
+        return cls(load_model(path), path)
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        """Task name -> kind (``tag`` or ``span``)."""
+        return {t.name: t.kind for t in self.model.config.model.tasks}
+
+    @property
+    def labels(self) -> dict[str, list[str]]:
+        """Task name -> output labels (IOB2 for span tasks)."""
+        out = {}
+        for task, kind in self.tasks.items():
+            items = self.model.featurizer.labels[task].items
+            out[task] = labels_for(entity_types(items), "iob2") if kind == "span" else list(items)
+        return out
+
+    def tag(self, text: str, scores: bool = True) -> Document:
+        """Tokenize, sentence-split and tag one text."""
+        return self.tag_texts([text], scores)[0]
+
+    def tag_texts(self, texts: Sequence[str], scores: bool = True) -> list[Document]:
+        """Tag many texts in one batched pass (tokenized in bulk)."""
+        tokenized = list(self.tokenizer.pipe(texts))
+        flat = [sentence for doc in tokenized for sentence in doc]
+        predictions = iter(predict(self.model, [[t[0] for t in s] for s in flat], scores=scores))
+        documents = []
+        for text, sentences in zip(texts, tokenized):
+            tagged = [self._sentence(text, s, next(predictions)) for s in sentences]
+            documents.append(Document(text, tagged))
+        return documents
+
+    def tag_tokens(self, sentences: Sequence[Sequence[str]], scores: bool = True) -> Document:
+        """Tag pre-tokenized sentences. Offsets index into the document text made by joining
+        each sentence's tokens with single spaces and the sentences with newlines."""
+        positioned, pieces, offset = [], [], 0
+        for sentence in sentences:
+            tokens = []
+            for token in sentence:
+                tokens.append((token, offset, offset + len(token)))
+                offset += len(token) + 1
+            offset += 0 if sentence else 1
+            positioned.append(tokens)
+            pieces.append(" ".join(sentence))
+        text = "\n".join(pieces)
+        predictions = predict(self.model, [list(s) for s in sentences], scores=scores)
+        return Document(text, [self._sentence(text, s, p) for s, p in zip(positioned, predictions)])
+
+    def _sentence(self, text: str, tokens: Sequence[tuple[str, int, int]],
+                  prediction: dict[str, TaskPrediction]) -> TaggedSentence:
+        out = [Token(t, s, e) for t, s, e in tokens]
+        entities: list[Entity] = []
+        for task, result in prediction.items():
+            probs = result.scores
+            for i, label in enumerate(result.labels):
+                out[i].labels[task] = Label(label, probs[i] if probs else None)
+            if self.tasks[task] == "span":
+                for span in spans(result.labels):
+                    start, end = out[span.start].start, out[span.end - 1].end
+                    score = min(probs[span.start : span.end]) if probs else None
+                    entities.append(Entity(span.label, start, end, text[start:end], span.start, span.end, score, task))
+        start = out[0].start if out else 0
+        end = out[-1].end if out else 0
+        return TaggedSentence(start, end, out, entities)
+
+
+def tag_corpus(model: Model, sentences: Iterable[Sequence[str]], task: str) -> list[list[str]]:
+    """Labels of one task for tokenized sentences (used by evaluation)."""
+    return [p[task].labels for p in predict(model, list(sentences), scores=False)]

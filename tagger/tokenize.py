@@ -1,0 +1,85 @@
+"""Raw text -> sentences of tokens with character offsets, by spaCy's rule-based tokenizer.
+
+``spacy.blank(lang)`` plus the sentencizer: no model download. Offsets are Python string
+indices (Unicode code points), so ``text[start:end] == token`` always holds. Long texts are
+cut at paragraph, line or space boundaries into chunks spaCy handles comfortably (no
+``max_length`` error for documents of many MB); blank lines also end sentences, and very
+long sentences are cut into pieces of at most ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+import spacy
+
+CHUNK_CHARS = 100_000
+MAX_SENTENCE_TOKENS = 300
+_BREAKS = (re.compile(r"\n[ \t\r\f\v]*\n"), re.compile(r"\n"), re.compile(r"\s"))
+
+Token = tuple[str, int, int]  # text, start, end
+
+
+class Tokenizer:
+    """Sentence splitting and tokenization for one language."""
+
+    def __init__(self, lang: str = "en", max_tokens: int = MAX_SENTENCE_TOKENS):
+        try:
+            self.nlp = spacy.blank(lang)
+        except (ImportError, KeyError) as error:  # spaCy raises ImportError for unknown codes
+            raise ValueError(f"spaCy has no language {lang!r}") from error
+        self.nlp.add_pipe("sentencizer")
+        self.nlp.max_length = CHUNK_CHARS * 2
+        self.max_tokens = max_tokens
+
+    def __call__(self, text: str) -> list[list[Token]]:
+        return next(iter(self.pipe([text])))
+
+    def pipe(self, texts: Iterable[str], batch_size: int = 64) -> Iterator[list[list[Token]]]:
+        """Tokenize many texts in bulk (``nlp.pipe``); one list of sentences per text."""
+        texts = list(texts)
+        chunks = [(i, start, chunk) for i, text in enumerate(texts) for start, chunk in split_text(text)]
+        result: list[list[list[Token]]] = [[] for _ in texts]
+        docs = self.nlp.pipe((chunk for _, _, chunk in chunks), batch_size=batch_size)
+        for (i, offset, _), doc in zip(chunks, docs):
+            result[i].extend(self._sentences(doc, offset))
+        yield from result
+
+    def _sentences(self, doc, offset: int) -> Iterator[list[Token]]:
+        for sent in doc.sents:
+            current: list[Token] = []
+            for token in sent:
+                if token.is_space:
+                    if current and token.text.count("\n") >= 2:
+                        yield current
+                        current = []
+                    continue
+                current.append((token.text, offset + token.idx, offset + token.idx + len(token.text)))
+                if len(current) >= self.max_tokens:
+                    yield current
+                    current = []
+            if current:
+                yield current
+
+
+def split_text(text: str, size: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:
+    """Cut ``text`` into ``(offset, chunk)`` pieces of at most about ``size`` characters,
+    preferring blank lines, then newlines, then any whitespace; hard cuts only for a run of
+    ``size`` characters without whitespace."""
+    start = 0
+    while len(text) - start > size:
+        end = start + size
+        cut = -1
+        for pattern in _BREAKS:
+            window = text[start + size // 2 : end]
+            found = [m.end() for m in pattern.finditer(window)]
+            if found:
+                cut = start + size // 2 + found[-1]
+                break
+        if cut <= start:
+            cut = end
+        yield start, text[start:cut]
+        start = cut
+    if start < len(text) or not text:
+        yield start, text[start:]

@@ -1,0 +1,250 @@
+"""Training policy: vocabularies, optimiser, schedule, early stopping, checkpoints, resume.
+
+The output directory always holds the best model so far (a loadable model directory), a
+``checkpoint/`` to resume from while training runs, and at the end ``metrics.json`` and
+``training-curve.png``. Checkpoints are safetensors plus JSON: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from tagger.artifact import METRICS, Model, build_model, save_model
+from tagger.batching import Example, bucketed
+from tagger.config import TaggerConfig
+from tagger.metrics import evaluate_labels, main_score
+from tagger.plots import training_curve
+from tagger.predict import predict
+from tagger.schemes import entity_types, labels_for
+from tagger.vectors import load_vectors
+from tagger.vocab import Vocab
+from tagger.writers import atomic_write_text
+
+CHECKPOINT = "checkpoint"
+CURVE = "training-curve.png"
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_vocabularies(config: TaggerConfig, train: Sequence[Example]) -> tuple[Vocab, Vocab, dict[str, Vocab], np.ndarray | None]:
+    """Word, character and label vocabularies from the training data, plus the pretrained
+    rows for the word vocabulary (None without vectors).
+
+    With vectors, the word vocabulary is the training words plus the ``max_vectors`` most
+    frequent pretrained words, so the model stays small yet knows common unseen words.
+    """
+    mc = config.model
+    key = (lambda t: t.lower()) if mc.lowercase else (lambda t: t)
+    counts = Counter(key(t) for e in train for t in e.tokens)
+    char_counts = Counter(c for e in train for t in e.tokens for c in t)
+    labels: dict[str, Vocab] = {}
+    for task in mc.tasks:
+        seen = [label for e in train if task.name in e.labels for label in e.labels[task.name]]
+        if task.kind == "span":
+            labels[task.name] = Vocab(labels_for(entity_types(seen), task.encoding), specials=False)
+        else:
+            labels[task.name] = Vocab(sorted(set(seen)), specials=False)
+    if not mc.vectors:
+        return Vocab.build(counts, mc.min_count), Vocab.build(char_counts), labels, None
+    vector_words, matrix = load_vectors(mc.vectors)
+    row_of = {w: i for i, w in enumerate(vector_words)}
+    extra = [w for w in vector_words[: mc.max_vectors]]
+    words = Vocab.build(counts, mc.min_count, extra)
+    rng = np.random.default_rng(config.train.seed)
+    table = rng.normal(0, float(matrix.std()), size=(len(words), matrix.shape[1])).astype(np.float32)
+    table[0] = 0
+    for i, word in enumerate(words.items):
+        row = row_of.get(word)
+        if row is not None:
+            table[i] = matrix[row]
+    return words, Vocab.build(char_counts), labels, table
+
+
+def evaluate_model(model: Model, data: Sequence[Example]) -> dict[str, dict[str, Any]]:
+    """Per-task reports on labelled examples (each task on the examples that carry it)."""
+    predictions = predict(model, [e.tokens for e in data], scores=False)
+    reports = {}
+    for task in model.config.model.tasks:
+        rows = [(e.labels[task.name], p[task.name].labels) for e, p in zip(data, predictions) if task.name in e.labels]
+        if rows:
+            reports[task.name] = evaluate_labels([g for g, _ in rows], [p for _, p in rows], task.kind)
+    return reports
+
+
+def dev_score(model: Model, reports: Mapping[str, Mapping[str, Any]]) -> float:
+    """Mean over tasks of the task's main score (F1 for span tasks, accuracy for tag tasks)."""
+    kinds = {t.name: t.kind for t in model.config.model.tasks}
+    return sum(main_score(r, kinds[t]) for t, r in reports.items()) / max(len(reports), 1)
+
+
+def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: str | Path,
+          resume: bool = False, progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None
+          ) -> TrainResult:
+    """Train, keeping the best model (by dev score) in ``output``.
+
+    Args:
+        config: the full config; ``config.model.tasks`` names the heads.
+        train_data, dev_data: examples with labels per task (IOB2 for span tasks).
+        output: the model directory to write.
+        resume: continue from ``output/checkpoint`` if it exists.
+        progress: show a progress bar.
+        on_epoch: called with each epoch's record (epoch, loss, dev, lr, seconds).
+    """
+    tc = config.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    seed_everything(tc.seed)
+    if tc.max_sentences:
+        train_data = train_data[: tc.max_sentences]
+    output = Path(output)
+    words, chars, labels, table = build_vocabularies(config, train_data)
+    if table is not None:
+        config = config.model_copy(deep=True)
+        config.model.word_dim = table.shape[1]
+    model = build_model(config, words, chars, labels)
+    network = model.network
+    if table is not None:
+        network.word_embed.weight.data.copy_(torch.from_numpy(table))
+    optimizer = _optimizer(config, network)
+    steps_per_epoch = math.ceil(len(train_data) / tc.batch_size)
+    scheduler = _scheduler(config, optimizer, steps_per_epoch)
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
+    checkpoint = output / CHECKPOINT
+    if resume and (checkpoint / "state.json").exists():
+        state = _load_checkpoint(checkpoint, network, optimizer, scheduler)
+    lengths = [len(e.tokens) for e in train_data]
+    for epoch in range(state["epoch"] + 1, tc.epochs + 1):
+        if epoch - state["best_epoch"] > tc.patience and state["best_epoch"]:
+            break
+        started = time.perf_counter()
+        network.train()
+        batches = list(bucketed(lengths, tc.batch_size, random.Random(tc.seed * 1000 + epoch)))
+        bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress, unit="batch", leave=False)
+        total, seen = 0.0, 0
+        for indices in bar:
+            batch = model.featurizer.batch([train_data[i] for i in indices])
+            if config.model.word_dropout:
+                drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
+                batch.words = batch.words.masked_fill(drop, 1)  # 1 = unknown word
+            emissions = network(batch.words, batch.chars, batch.char_index, batch.mask)
+            loss = network.loss(emissions, batch.tags, batch.has_tags, batch.mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), tc.clip)
+            optimizer.step()
+            if config.train.schedule == "linear":
+                scheduler.step()
+            total, seen = total + float(loss.detach()) * len(indices), seen + len(indices)
+            bar.set_postfix(loss=f"{total / seen:.3f}", dev=f"{state['best']:.4f}")
+        bar.close()
+        reports = evaluate_model(model, dev_data)
+        score = dev_score(model, reports)
+        if config.train.schedule == "plateau":
+            scheduler.step(score)
+        seconds = time.perf_counter() - started
+        state["seconds"] += seconds
+        record = {"epoch": epoch, "loss": total / max(seen, 1), "dev": score,
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
+        state["history"].append(record)
+        if score > state["best"]:
+            state["best"], state["best_epoch"] = score, epoch
+            save_model(model, output, metrics={"dev": reports, "epoch": epoch, "partial": True})
+        state["epoch"] = epoch
+        _save_checkpoint(checkpoint, network, optimizer, scheduler, state)
+        if progress:
+            tqdm.write(f"epoch {epoch}: loss {record['loss']:.4f}  dev {score:.4f}  "
+                       f"best {state['best']:.4f} (epoch {state['best_epoch']})  {seconds:.0f}s")
+        if on_epoch:
+            on_epoch(record)
+    from tagger.artifact import load_model  # the best epoch's weights, exactly as saved
+
+    best = load_model(output)
+    dev_reports = evaluate_model(best, dev_data)
+    metrics = {
+        "dev": dev_reports,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "train_sentences": len(train_data),
+        "train_tokens": sum(lengths),
+        "train_seconds": round(state["seconds"], 1),
+        "history": state["history"],
+    }
+    atomic_write_text(output / METRICS, json.dumps(metrics, indent=2))
+    kinds = {t.name: t.kind for t in config.model.tasks}
+    training_curve(state["history"], output / CURVE,
+                   "F1" if set(kinds.values()) == {"span"} else "accuracy" if set(kinds.values()) == {"tag"} else "score")
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    return TrainResult(best, metrics)
+
+
+def _optimizer(config: TaggerConfig, network: torch.nn.Module) -> torch.optim.Optimizer:
+    tc = config.train
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(network.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.Adam(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _scheduler(config: TaggerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    tc = config.train
+    if tc.schedule == "linear":
+        total = max(tc.epochs * steps_per_epoch, 1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+    if tc.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _save_checkpoint(directory: Path, network, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Weights, optimiser tensors and RNG state as safetensors; everything else as JSON."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.contiguous() for k, v in network.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    for index, values in opt_state["state"].items():
+        for key, value in values.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    temp = directory / "state.safetensors.tmp"
+    save_file(tensors, str(temp))
+    temp.replace(directory / "state.safetensors")
+    scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k not in ("lr_lambdas", "_get_lr_called_within_step")}
+    meta = {**state, "param_groups": opt_state["param_groups"], "scheduler": scheduler_state}
+    atomic_write_text(directory / "state.json", json.dumps(meta, default=float))
+
+
+def _load_checkpoint(directory: Path, network, optimizer, scheduler) -> dict[str, Any]:
+    meta = json.loads((directory / "state.json").read_text())
+    tensors = load_file(str(directory / "state.safetensors"))
+    network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            per_param.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta.pop("param_groups")})
+    scheduler.load_state_dict({**scheduler.state_dict(), **meta.pop("scheduler")})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
