@@ -1,0 +1,166 @@
+"""The command line end to end on real corpora: train, evaluate --json, tag, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tagger.cli import app
+from tagger.schemes import convert
+
+runner = CliRunner()
+FAST = ["--epochs", "1", "--quiet", "--set", "model.encoder.hidden=32", "--set", "model.word_dim=32",
+        "--set", "model.char.hidden=16"]
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def write_head(source, target, sentences):
+    """Copy the first ``sentences`` blank-line-separated blocks of a corpus."""
+    blocks = source.read_text(encoding="utf-8").split("\n\n")[:sentences]
+    target.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="module")
+def conll2003_files(tmp_path_factory, uner_sentences, ewt_by_id):
+    """CoNLL-2003 layout built from real EWT sentences: token, Penn POS, IOB1 chunk, IOB1 NER,
+    space-separated, with -DOCSTART- lines."""
+    directory = tmp_path_factory.mktemp("conll2003")
+    paths = {}
+    for split, count in (("train", 250), ("dev", 80)):
+        lines = ["-DOCSTART- -X- -X- O", ""]
+        for index, sentence in enumerate(uner_sentences[split][:count]):
+            xpos = ewt_by_id[sentence.sent_id].rows
+            iob1 = convert(sentence.labels, "iob2", "iob1")
+            for token, row, label in zip(sentence.tokens, xpos, iob1):
+                chunk = "I-NP" if row[4].startswith("NN") else "I-VP" if row[4].startswith("VB") else "O"
+                lines.append(f"{token} {row[4]} {chunk} {label}")
+            lines.append("")
+            if index % 50 == 49:
+                lines += ["-DOCSTART- -X- -X- O", ""]
+        paths[split] = directory / f"{split}.txt"
+        paths[split].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return paths
+
+
+def test_train_then_evaluate_json_on_ewt(tmp_path, data_dir):
+    train = write_head(data_dir / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 300)
+    dev = data_dir / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+    result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "pos", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "task upos" in result.output
+    result = run("evaluate", "--model", tmp_path / "pos", "--data", dev, "--json", "--confusion", tmp_path / "c.png")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["sentences"] == 2001 and report["tokens"] == 25147
+    assert 0.3 < report["accuracy"] <= 1
+    assert {"ADJ", "NOUN", "VERB"} <= set(report["per_label"])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("corpus, extra", [
+    ("uner", []),
+    ("wnut", []),
+    ("conll2003", []),
+])
+def test_span_corpora_need_no_format_flags(corpus, extra, tmp_path, data_dir, conll2003_files):
+    if corpus == "uner":
+        train = write_head(data_dir / "uner-english-ewt" / "en_ewt-ud-train.iob2", tmp_path / "t.iob2", 300)
+        dev = write_head(data_dir / "uner-english-ewt" / "en_ewt-ud-dev.iob2", tmp_path / "d.iob2", 100)
+        types = {"PER", "LOC", "ORG"}
+    elif corpus == "wnut":
+        train = write_head(data_dir / "wnut17" / "wnut17train.conll", tmp_path / "t.conll", 300)
+        dev = write_head(data_dir / "wnut17" / "emerging.dev.conll", tmp_path / "d.conll", 100)
+        types = {"person", "location"}
+    else:
+        train, dev = conll2003_files["train"], conll2003_files["dev"]
+        types = {"PER", "LOC", "ORG"}
+    result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "m", *FAST, *extra)
+    assert result.exit_code == 0, result.output
+    assert "task ner" in result.output
+    result = run("evaluate", "--model", tmp_path / "m", "--data", dev, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert {"accuracy", "precision", "recall", "f1", "per_label", "sentences", "tokens"} <= set(report)
+    assert all(0 <= report[k] <= 1 for k in ("accuracy", "precision", "recall", "f1"))
+    assert types <= set(report["per_label"])
+
+
+def test_tag_round_trips_offsets(tiny_pos_model, tmp_path):
+    texts = ["Hello  world!\tSecond  sentence here.", "Emoji 👩‍👩‍👧 and שלום עולם.", ""]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    result = run("tag", "--model", tiny_pos_model, "--input", source, "--output", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["d0", "d1", "d2"]
+    for record, text in zip(records, texts):
+        assert all(text[t["start"]:t["end"]] == t["text"] for t in record["tokens"])
+        assert all(0 <= t["score"] <= 1 + 1e-6 and t["label"] for t in record["tokens"])
+    assert records[2]["tokens"] == []
+
+
+def test_tag_plain_text_from_stdin(tiny_pos_model):
+    result = runner.invoke(app, ["tag", "--model", str(tiny_pos_model)], input="One line.\nAnother one here.\n")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["id"] for r in records] == [1, 2]
+    assert [t["text"] for t in records[1]["tokens"]] == ["Another", "one", "here", "."]
+
+
+@pytest.mark.parametrize("output_format", ["conllu", "conll"])
+def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, data_dir, output_format):
+    source = write_head(data_dir / "ud-english-ewt" / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 5)
+    out = tmp_path / f"out.{output_format}"
+    result = run("tag", "--model", tiny_pos_model, "--input", source, "--input-format", "conllu",
+                 "--output", out, "--output-format", output_format)
+    assert result.exit_code == 0, result.output
+    from tagger.readers import read_columns, read_conllu
+    gold = list(read_conllu(source))
+    tagged = list(read_conllu(out)) if output_format == "conllu" else list(read_columns(out))
+    assert [s.tokens for s in tagged] == [s.tokens for s in gold]
+    if output_format == "conllu":
+        assert [s.sent_id for s in tagged] == [s.sent_id for s in gold]
+        assert [r[2] for s in tagged for r in s.rows] == [r[2] for s in gold for r in s.rows]  # lemmas kept
+
+
+@pytest.mark.parametrize("content, line, message", [
+    ("tok\tO\nbad\tB-PER\textra\n", 2, "expected 2 columns, found 3"),
+    ("tok\tO\nfine\tS-PER\n", 2, "does not fit the IOB2 scheme"),
+    ("tok\tO\nfine\tB_PER\n", 2, "is not 'O' or PREFIX-TYPE"),
+])
+def test_bad_corpus_fails_clearly_and_writes_nothing(content, line, message, tmp_path, data_dir):
+    bad = tmp_path / "bad.conll"
+    bad.write_text("a\tO\nb\tB-PER\n\n" * 3 + content, encoding="utf-8")
+    line += 9
+    dev = data_dir / "wnut17" / "emerging.dev.conll"
+    result = run("train", "--train", bad, "--dev", dev, "--output", tmp_path / "never", "--scheme", "iob2", *FAST)
+    assert result.exit_code == 2
+    assert f"{bad}:{line}:" in result.output and message in result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_invalid_utf8_is_reported_with_line(tmp_path, data_dir):
+    bad = tmp_path / "bad.conll"
+    bad.write_bytes(b"a\tO\nb\tB-PER\n\nc\xff\xfe\tO\n")
+    result = run("train", "--train", bad, "--dev", data_dir / "wnut17" / "emerging.dev.conll",
+                 "--output", tmp_path / "never", *FAST)
+    assert result.exit_code == 2
+    assert f"{bad}:4: invalid UTF-8" in result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_evaluate_refuses_corrupt_model(tmp_path, tiny_pos_model, data_dir):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pos_model, broken)
+    weights = broken / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = run("evaluate", "--model", broken, "--data", data_dir / "ud-english-ewt" / "en_ewt-ud-dev.conllu")
+    assert result.exit_code == 2
+    assert "weights.safetensors" in result.output and "corrupt or truncated" in result.output

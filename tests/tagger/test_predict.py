@@ -1,0 +1,117 @@
+"""The Tagger facade: offsets that round-trip for any text, entities, scores, batching."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tagger import Tagger
+from tagger.predict import predict
+from tagger.schemes import spans
+
+SAMPLES = [
+    "",
+    "   \n\t  ",
+    "Hello  world!\tI live in New York.\n\nNew paragraph here.",
+    "Emoji 👩‍👩‍👧‍👦 and flags 🇫🇷🇩🇪 between words.",
+    "Combining marks: e\u0301te\u0301, Zalgo: Z\u0351\u0352\u0353a\u0354l\u0355go.",
+    "Right to left: שלום עולם. مرحبا بالعالم!",
+    "NUL\x00 and control \x07 characters\r\nwith CRLF.",
+    "a" * 5000,
+]
+
+
+def assert_offsets(document, text):
+    assert document.text == text
+    previous_end = 0
+    for sentence in document.sentences:
+        assert sentence.tokens, "no empty sentences"
+        assert text[sentence.start:sentence.end].startswith(sentence.tokens[0].text)
+        for token in sentence.tokens:
+            assert text[token.start:token.end] == token.text
+            assert token.text.strip() == token.text or not token.text.strip() == ""
+            assert token.start >= previous_end
+            previous_end = token.end
+        for entity in sentence.entities:
+            assert text[entity.start:entity.end] == entity.text
+            assert entity.start == sentence.tokens[entity.token_start].start
+            assert entity.end == sentence.tokens[entity.token_end - 1].end
+
+
+@pytest.fixture(scope="module")
+def pos_tagger(tiny_pos_model):
+    return Tagger.load(tiny_pos_model)
+
+
+@pytest.fixture(scope="module")
+def ner_tagger(tiny_ner_model):
+    return Tagger.load(tiny_ner_model)
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_offsets_round_trip_on_hard_inputs(pos_tagger, text):
+    assert_offsets(pos_tagger.tag(text), text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=300))
+def test_offsets_round_trip_for_any_text(pos_tagger, text):
+    document = pos_tagger.tag(text)
+    assert_offsets(document, text)
+    tokens = [t for s in document.sentences for t in s.tokens]
+    assert all(t.text.strip() for t in tokens), "whitespace never becomes a token"
+    assert all(0.0 <= t.labels["upos"].score <= 1.0 + 1e-6 for t in tokens)
+
+
+def test_multi_megabyte_document(pos_tagger):
+    paragraph = "The quick brown fox jumps over the lazy dog near Boston. " * 40 + "\n\n"
+    text = paragraph * 1200  # about 2.7 MB
+    document = pos_tagger.tag(text, scores=False)
+    tokens = [t for s in document.sentences for t in s.tokens]
+    assert len(tokens) == 12 * 40 * 1200
+    assert all(text[t.start:t.end] == t.text for t in tokens[::997])
+    assert tokens[-1].end == len(text) - 3
+
+
+def test_tag_texts_equals_tag_one_by_one(pos_tagger):
+    texts = SAMPLES[2:6]
+    batched = pos_tagger.tag_texts(texts)
+    for text, document in zip(texts, batched):
+        assert document == pos_tagger.tag(text)
+
+
+def test_tag_tokens_offsets_and_labels(pos_tagger, ewt_sentences):
+    sentences = [s.tokens for s in ewt_sentences["dev"][:20]] + [()]
+    document = pos_tagger.tag_tokens(sentences)
+    assert len(document.sentences) == 21
+    for sentence, tokens in zip(document.sentences, sentences):
+        assert [t.text for t in sentence.tokens] == list(tokens)
+        for token in sentence.tokens:
+            assert document.text[token.start:token.end] == token.text
+    expected = predict(pos_tagger.model, sentences)
+    assert [[t.labels["upos"].value for t in s.tokens] for s in document.sentences] == [p["upos"].labels for p in expected]
+
+
+def test_entities_follow_iob2_labels_with_min_marginal_score(ner_tagger, uner_sentences):
+    text = " ".join(" ".join(s.tokens) for s in uner_sentences["dev"][:40])
+    document = ner_tagger.tag(text)
+    assert_offsets(document, text)
+    for sentence in document.sentences:
+        labels = [t.labels["ner"].value for t in sentence.tokens]
+        found = spans(labels)
+        assert [(e.label, e.token_start, e.token_end) for e in sentence.entities] == \
+            [(s.label, s.start, s.end) for s in found]
+        for entity in sentence.entities:
+            token_scores = [t.labels["ner"].score for t in sentence.tokens[entity.token_start:entity.token_end]]
+            assert entity.score == pytest.approx(min(token_scores))
+    assert ner_tagger.labels["ner"] == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+
+def test_batching_does_not_change_results(pos_tagger, ewt_sentences):
+    sentences = [s.tokens for s in ewt_sentences["dev"][:64]]
+    together = predict(pos_tagger.model, sentences)
+    alone = [predict(pos_tagger.model, [s])[0] for s in sentences[:16]]
+    for a, b in zip(together, alone):
+        assert a["upos"].labels == b["upos"].labels
+        assert a["upos"].scores == pytest.approx(b["upos"].scores, abs=1e-5)

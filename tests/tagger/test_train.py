@@ -1,0 +1,107 @@
+"""Training on real EWT sentences: train -> save -> load -> predict identically, resume, seeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tagger.artifact import load_model
+from tagger.batching import Example
+from tagger.config import TaggerConfig, TaskConfig
+from tagger.predict import predict
+from tagger.train import CHECKPOINT, CURVE, train
+
+
+def small_config(epochs: int = 2, **train_overrides) -> TaggerConfig:
+    config = TaggerConfig()
+    config.model.tasks = [TaskConfig(name="upos", kind="tag")]
+    config.model.word_dim = 32
+    config.model.char.hidden = 16
+    config.model.encoder.hidden = 32
+    config.train.epochs = epochs
+    config.train.batch_size = 16
+    config.train.lr = 0.01
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config
+
+
+@pytest.fixture(scope="module")
+def pos_examples(ewt_sentences):
+    train_part = [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["train"][:300]]
+    dev_part = [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["dev"][:100]]
+    return train_part, dev_part
+
+
+def test_train_save_load_predicts_identically(pos_examples, tmp_path):
+    train_part, dev_part = pos_examples
+    result = train(small_config(epochs=3), train_part, dev_part, tmp_path / "model", progress=False)
+    directory = tmp_path / "model"
+    for name in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", CURVE):
+        assert (directory / name).is_file(), name
+    assert not (directory / CHECKPOINT).exists()
+    metrics = json.loads((directory / "metrics.json").read_text())
+    assert metrics["best_epoch"] in (1, 2, 3) and len(metrics["history"]) == 3
+    assert metrics["dev"]["upos"]["accuracy"] > 0.4  # 3 epochs on 300 sentences: well above chance (1/17)
+    assert (directory / CURVE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loaded = load_model(directory)
+    sentences = [e.tokens for e in dev_part]
+    before = predict(result.model, sentences)
+    after = predict(loaded, sentences)
+    assert [p["upos"].labels for p in before] == [p["upos"].labels for p in after]
+    assert [p["upos"].scores for p in before] == [p["upos"].scores for p in after]
+
+
+def test_same_seed_same_model(pos_examples, tmp_path):
+    train_part, dev_part = pos_examples
+    first = train(small_config(epochs=1), train_part[:120], dev_part[:30], tmp_path / "a", progress=False)
+    second = train(small_config(epochs=1), train_part[:120], dev_part[:30], tmp_path / "b", progress=False)
+    for (name, a), (_, b) in zip(first.model.network.state_dict().items(), second.model.network.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(pos_examples, tmp_path):
+    train_part, dev_part = pos_examples
+    train_part, dev_part = train_part[:120], dev_part[:30]
+    config = small_config(epochs=2, schedule="none")
+    reference = train(config, train_part, dev_part, tmp_path / "ref", progress=False)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, train_part, dev_part, tmp_path / "run", progress=False, on_epoch=interrupt)
+    assert (tmp_path / "run" / CHECKPOINT / "state.json").is_file()
+    load_model(tmp_path / "run")  # the best model so far is already a usable model directory
+    resumed = train(config, train_part, dev_part, tmp_path / "run", resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2]
+    assert resumed.metrics["history"][1]["loss"] == pytest.approx(reference.metrics["history"][1]["loss"], rel=1e-5)
+    for (name, a), (_, b) in zip(reference.model.network.state_dict().items(),
+                                 resumed.model.network.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_early_stopping_stops_after_patience(pos_examples, tmp_path):
+    train_part, dev_part = pos_examples
+    # A zero-ish learning rate cannot improve the dev score after epoch 1.
+    config = small_config(epochs=10, patience=2, lr=1e-12, schedule="none")
+    result = train(config, train_part[:60], dev_part[:20], tmp_path / "m", progress=False)
+    assert result.metrics["epochs_run"] <= 1 + 2 + 1
+    assert result.metrics["epochs_run"] < 10
+
+
+def test_span_task_trains_with_iobes_inside_and_iob2_outside(uner_sentences, tmp_path):
+    config = small_config(epochs=2)
+    config.model.tasks = [TaskConfig(name="ner", kind="span", encoding="iobes")]
+    train_part = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["train"][:200]]
+    dev_part = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:60]]
+    result = train(config, train_part, dev_part, tmp_path / "ner", progress=False)
+    labels = json.loads((tmp_path / "ner" / "labels.json").read_text())["ner"]
+    assert {"S-PER", "E-LOC", "B-ORG"} <= set(labels)
+    report = result.metrics["dev"]["ner"]
+    assert {"precision", "recall", "f1", "per_label"} <= set(report)
+    outputs = {label for p in predict(result.model, [e.tokens for e in dev_part]) for label in p["ner"].labels}
+    assert outputs <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
