@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tagger.cli import app
-from tagger.schemes import convert
+from tagger.readers import load_corpus
+from tagger.schemes import convert, entity_types
 
 runner = CliRunner()
 FAST = ["--epochs", "1", "--quiet", "--set", "model.encoder.hidden=32", "--set", "model.word_dim=32",
@@ -48,9 +49,9 @@ def conll2003_files(tmp_path_factory, uner_sentences, ewt_by_id):
     return paths
 
 
-def test_train_then_evaluate_json_on_ewt(tmp_path, data_dir):
-    train = write_head(data_dir / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 300)
-    dev = data_dir / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+def test_train_then_evaluate_json_on_ewt(tmp_path, shared_data):
+    train = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 300)
+    dev = shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
     result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "pos", *FAST)
     assert result.exit_code == 0, result.output
     assert "task upos" in result.output
@@ -58,7 +59,7 @@ def test_train_then_evaluate_json_on_ewt(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["sentences"] == 2001 and report["tokens"] == 25147
-    assert 0.3 < report["accuracy"] <= 1
+    assert 0.2 < report["accuracy"] <= 1  # above the most frequent tag (NOUN, 17%)
     assert {"ADJ", "NOUN", "VERB"} <= set(report["per_label"])
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -68,18 +69,17 @@ def test_train_then_evaluate_json_on_ewt(tmp_path, data_dir):
     ("wnut", []),
     ("conll2003", []),
 ])
-def test_span_corpora_need_no_format_flags(corpus, extra, tmp_path, data_dir, conll2003_files):
+def test_span_corpora_need_no_format_flags(corpus, extra, tmp_path, shared_data, conll2003_files):
     if corpus == "uner":
-        train = write_head(data_dir / "uner-english-ewt" / "en_ewt-ud-train.iob2", tmp_path / "t.iob2", 300)
-        dev = write_head(data_dir / "uner-english-ewt" / "en_ewt-ud-dev.iob2", tmp_path / "d.iob2", 100)
-        types = {"PER", "LOC", "ORG"}
+        train = write_head(shared_data / "uner-english-ewt" / "en_ewt-ud-train.iob2", tmp_path / "t.iob2", 300)
+        dev = write_head(shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2", tmp_path / "d.iob2", 100)
     elif corpus == "wnut":
-        train = write_head(data_dir / "wnut17" / "wnut17train.conll", tmp_path / "t.conll", 300)
-        dev = write_head(data_dir / "wnut17" / "emerging.dev.conll", tmp_path / "d.conll", 100)
-        types = {"person", "location"}
+        train = write_head(shared_data / "wnut17" / "wnut17train.conll", tmp_path / "t.conll", 300)
+        dev = write_head(shared_data / "wnut17" / "emerging.dev.conll", tmp_path / "d.conll", 100)
     else:
         train, dev = conll2003_files["train"], conll2003_files["dev"]
-        types = {"PER", "LOC", "ORG"}
+    types = set(entity_types(label for s in load_corpus(dev).sentences for label in s.labels))
+    assert len(types) >= 2
     result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "m", *FAST, *extra)
     assert result.exit_code == 0, result.output
     assert "task ner" in result.output
@@ -88,7 +88,7 @@ def test_span_corpora_need_no_format_flags(corpus, extra, tmp_path, data_dir, co
     report = json.loads(result.stdout)
     assert {"accuracy", "precision", "recall", "f1", "per_label", "sentences", "tokens"} <= set(report)
     assert all(0 <= report[k] <= 1 for k in ("accuracy", "precision", "recall", "f1"))
-    assert types <= set(report["per_label"])
+    assert set(report["per_label"]) == types
 
 
 def test_tag_round_trips_offsets(tiny_pos_model, tmp_path):
@@ -114,8 +114,8 @@ def test_tag_plain_text_from_stdin(tiny_pos_model):
 
 
 @pytest.mark.parametrize("output_format", ["conllu", "conll"])
-def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, data_dir, output_format):
-    source = write_head(data_dir / "ud-english-ewt" / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 5)
+def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, shared_data, output_format):
+    source = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 5)
     out = tmp_path / f"out.{output_format}"
     result = run("tag", "--model", tiny_pos_model, "--input", source, "--input-format", "conllu",
                  "--output", out, "--output-format", output_format)
@@ -134,33 +134,33 @@ def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, data_dir, outpu
     ("tok\tO\nfine\tS-PER\n", 2, "does not fit the IOB2 scheme"),
     ("tok\tO\nfine\tB_PER\n", 2, "is not 'O' or PREFIX-TYPE"),
 ])
-def test_bad_corpus_fails_clearly_and_writes_nothing(content, line, message, tmp_path, data_dir):
+def test_bad_corpus_fails_clearly_and_writes_nothing(content, line, message, tmp_path, shared_data):
     bad = tmp_path / "bad.conll"
     bad.write_text("a\tO\nb\tB-PER\n\n" * 3 + content, encoding="utf-8")
     line += 9
-    dev = data_dir / "wnut17" / "emerging.dev.conll"
+    dev = shared_data / "wnut17" / "emerging.dev.conll"
     result = run("train", "--train", bad, "--dev", dev, "--output", tmp_path / "never", "--scheme", "iob2", *FAST)
     assert result.exit_code == 2
     assert f"{bad}:{line}:" in result.output and message in result.output
     assert not (tmp_path / "never").exists()
 
 
-def test_invalid_utf8_is_reported_with_line(tmp_path, data_dir):
+def test_invalid_utf8_is_reported_with_line(tmp_path, shared_data):
     bad = tmp_path / "bad.conll"
     bad.write_bytes(b"a\tO\nb\tB-PER\n\nc\xff\xfe\tO\n")
-    result = run("train", "--train", bad, "--dev", data_dir / "wnut17" / "emerging.dev.conll",
+    result = run("train", "--train", bad, "--dev", shared_data / "wnut17" / "emerging.dev.conll",
                  "--output", tmp_path / "never", *FAST)
     assert result.exit_code == 2
     assert f"{bad}:4: invalid UTF-8" in result.output
     assert not (tmp_path / "never").exists()
 
 
-def test_evaluate_refuses_corrupt_model(tmp_path, tiny_pos_model, data_dir):
+def test_evaluate_refuses_corrupt_model(tmp_path, tiny_pos_model, shared_data):
     import shutil
     broken = tmp_path / "broken"
     shutil.copytree(tiny_pos_model, broken)
     weights = broken / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    result = run("evaluate", "--model", broken, "--data", data_dir / "ud-english-ewt" / "en_ewt-ud-dev.conllu")
+    result = run("evaluate", "--model", broken, "--data", shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu")
     assert result.exit_code == 2
     assert "weights.safetensors" in result.output and "corrupt or truncated" in result.output

@@ -1,0 +1,69 @@
+"""Shared fixtures: slices of the real corpora and tiny models trained on them once per run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tagger.batching import Example
+from tagger.config import TaggerConfig, TaskConfig
+from tagger.readers import load_corpus, read_conllu
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+EWT = SHARED_DATA / "ud-english-ewt"
+UNER = SHARED_DATA / "uner-english-ewt"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the corpora are expected in {SHARED_DATA} (../shared/data beside the checkout)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ewt_sentences(shared_data):
+    return {split: list(read_conllu(EWT / f"en_ewt-ud-{split}.conllu")) for split in ("train", "dev")}
+
+
+@pytest.fixture(scope="session")
+def ewt_by_id(ewt_sentences):
+    return {s.sent_id: s for split in ("train", "dev") for s in ewt_sentences[split]}
+
+
+@pytest.fixture(scope="session")
+def uner_sentences(shared_data):
+    return {split: load_corpus(UNER / f"en_ewt-ud-{split}.iob2").sentences for split in ("train", "dev")}
+
+
+def _tiny_config(task: TaskConfig, epochs: int) -> TaggerConfig:
+    config = TaggerConfig()
+    config.model.tasks = [task]
+    config.model.word_dim, config.model.char.hidden, config.model.encoder.hidden = 32, 16, 32
+    config.train.epochs, config.train.batch_size, config.train.lr = epochs, 16, 0.01
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_pos_model(tmp_path_factory, ewt_sentences) -> Path:
+    """A UPOS model trained for 2 epochs on 400 EWT sentences (a few seconds)."""
+    from tagger.train import train
+
+    directory = tmp_path_factory.mktemp("models") / "pos"
+    train(_tiny_config(TaskConfig(name="upos", kind="tag"), 2),
+          [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["train"][:400]],
+          [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["dev"][:100]], directory, progress=False)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_model(tmp_path_factory, uner_sentences) -> Path:
+    """An NER model (PER/LOC/ORG) trained for 3 epochs on 600 Universal NER sentences."""
+    from tagger.train import train
+
+    directory = tmp_path_factory.mktemp("models") / "ner"
+    train(_tiny_config(TaskConfig(name="ner", kind="span"), 3),
+          [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["train"][:600]],
+          [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:100]], directory, progress=False)
+    return directory
