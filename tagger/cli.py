@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, conllu or columns")]
 TokenColOpt = Annotated[Optional[int], typer.Option("--token-column", help="1-based token column (columns files)")]
-LabelColOpt = Annotated[Optional[str], typer.Option("--label-column", help="1-based label column, or upos/xpos")]
+LabelColOpt = Annotated[Optional[str], typer.Option("--label-column", help="1-based label column, or upos/xpos; train takes several, comma-separated (upos,xpos)")]
 SchemeOpt = Annotated[str, typer.Option("--scheme", help="auto, iob1, iob2, iobes, bioes or bilou")]
 
 
@@ -37,11 +37,8 @@ def _fail(error: Exception) -> None:
 
 
 def _format(fmt: str, token_column: int | None, label_column: str | None, scheme: str) -> CorpusFormat:
-    label: int | str | None = label_column
-    if label_column is not None and label_column.isdigit():
-        label = int(label_column)
     try:
-        return CorpusFormat(format=fmt, token_column=token_column, label_column=label, scheme=scheme)  # type: ignore[arg-type]
+        return CorpusFormat(format=fmt, token_column=token_column, label_column=_column(label_column), scheme=scheme)  # type: ignore[arg-type]
     except ValueError as error:
         raise UserError(f"invalid format options: {error}") from None
 
@@ -82,34 +79,61 @@ def train(
                                      "train.max_sentences": max_sentences}
         overrides.update(parse_assignment(item) for item in set_ or [])
         cfg = load_config(config, overrides)
+        columns = label_column.split(",") if label_column else [None]
         if fmt != "auto" or token_column or label_column or scheme != "auto":
-            cfg.data = _format(fmt, token_column, label_column, scheme)
-        train_corpus = load_corpus(train, cfg.data)
-        kind = train_corpus.kind
-        dev_corpus = load_corpus(dev, cfg.data, kind=kind)
+            cfg.data = _format(fmt, token_column, columns[0], scheme)
         if not cfg.model.tasks:
-            cfg.model.tasks = [TaskConfig(name=task_name(str(train), cfg.data, kind), kind=kind)]
-        if len(cfg.model.tasks) != 1:
-            raise UserError("the command line trains one task; use the Python API for joint models")
-        task = cfg.model.tasks[0]
-        if task.kind != kind:
-            raise UserError(f"{train} holds {kind} labels but the config's task {task.name} is a {task.kind} task")
-        if output.exists() and any(output.iterdir()) and not resume:
-            if not (output / "config.json").exists():
-                raise UserError(f"{output} exists and is not a model directory; choose another --output")
-        result = run_training(cfg, _examples(train_corpus.sentences, task.name),
-                              _examples(dev_corpus.sentences, task.name), output, resume=resume, progress=not quiet)
+            cfg.model.tasks = _tasks_for(train, cfg.data, columns)
+        train_examples, dev_examples = _task_examples(train, dev, cfg)
+        if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
+            raise UserError(f"{output} exists and is not a model directory; choose another --output")
+        result = run_training(cfg, train_examples, dev_examples, output, resume=resume, progress=not quiet)
     except (CorpusError, ConfigError, UserError, ValueError, OSError) as error:
         _fail(error)
-    dev_report = result.metrics["dev"][task.name]
-    score = f"F1 {dev_report['f1']:.4f}" if kind == "span" else f"accuracy {dev_report['accuracy']:.4f}"
-    typer.echo(f"saved {output} (task {task.name}, best epoch {result.metrics['best_epoch']}, dev {score})")
+    scores = []
+    for task in cfg.model.tasks:
+        report = result.metrics["dev"][task.name]
+        scores.append(f"{task.name} " + (f"F1 {report['f1']:.4f}" if task.kind == "span" else f"accuracy {report['accuracy']:.4f}"))
+    typer.echo(f"saved {output} (best epoch {result.metrics['best_epoch']}; dev {', '.join(scores)})")
 
 
-def _examples(sentences: list[Sentence], task: str):
+def _tasks_for(train: Path, data: CorpusFormat, columns: list[str | None]) -> list[TaskConfig]:
+    """One task per label column, its kind detected from the training labels."""
+    from tagger.readers import load_corpus
+
+    tasks = []
+    for column in columns:
+        fmt = data.model_copy(update={"label_column": _column(column)})
+        kind = load_corpus(train, fmt).kind
+        tasks.append(TaskConfig(name=task_name(str(train), fmt, kind), kind=kind, column=fmt.label_column))
+    if len({t.name for t in tasks}) != len(tasks):
+        raise UserError("two label columns would make tasks of the same name; name them in a --config recipe")
+    return tasks
+
+
+def _task_examples(train: Path, dev: Path, cfg: TaggerConfig):
+    """Examples carrying every task's labels; all tasks must read the same tokens."""
     from tagger.batching import Example
+    from tagger.readers import load_corpus
 
-    return [Example(s.tokens, {task: s.labels} if s.labels is not None else {}) for s in sentences]
+    merged = {}
+    for split, path in (("train", train), ("dev", dev)):
+        corpora = {}
+        for task in cfg.model.tasks:
+            fmt = cfg.data if task.column is None else cfg.data.model_copy(update={"label_column": task.column})
+            corpus = load_corpus(path, fmt, kind=task.kind)
+            corpora[task.name] = corpus.sentences
+        first = next(iter(corpora.values()))
+        for name, sentences in corpora.items():
+            if [s.tokens for s in sentences] != [s.tokens for s in first]:
+                raise UserError(f"{path}: the tokens read for task {name} differ from the other tasks'")
+        merged[split] = [Example(s.tokens, {name: corpora[name][i].labels for name in corpora})
+                         for i, s in enumerate(first)]
+    return merged["train"], merged["dev"]
+
+
+def _column(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() else value
 
 
 @app.command()

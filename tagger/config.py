@@ -56,6 +56,8 @@ class TaskConfig(_Strict):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: Literal["tag", "span"]
+    column: int | Literal["upos", "xpos"] | None = Field(
+        None, description="where this task's labels are in the corpus; None: data.label_column")
     decoder: Literal["crf", "softmax"] = "crf"
     encoding: Literal["iob2", "iobes"] = "iobes"
 
