@@ -67,6 +67,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", help="use the first N training sentences")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=0.001 (repeatable)")] = None,
+    decoder: Annotated[str, typer.Option("--decoder", help="crf or softmax (for tasks made from --label-column)")] = "crf",
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUTPUT/checkpoint")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
@@ -83,7 +84,7 @@ def train(
         if fmt != "auto" or token_column or label_column or scheme != "auto":
             cfg.data = _format(fmt, token_column, columns[0], scheme)
         if not cfg.model.tasks:
-            cfg.model.tasks = _tasks_for(train, cfg.data, columns)
+            cfg.model.tasks = _tasks_for(train, cfg.data, columns, decoder)
         train_examples, dev_examples = _task_examples(train, dev, cfg)
         if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
             raise UserError(f"{output} exists and is not a model directory; choose another --output")
@@ -97,7 +98,7 @@ def train(
     typer.echo(f"saved {output} (best epoch {result.metrics['best_epoch']}; dev {', '.join(scores)})")
 
 
-def _tasks_for(train: Path, data: CorpusFormat, columns: list[str | None]) -> list[TaskConfig]:
+def _tasks_for(train: Path, data: CorpusFormat, columns: list[str | None], decoder: str) -> list[TaskConfig]:
     """One task per label column, its kind detected from the training labels."""
     from tagger.readers import load_corpus
 
@@ -105,7 +106,8 @@ def _tasks_for(train: Path, data: CorpusFormat, columns: list[str | None]) -> li
     for column in columns:
         fmt = data.model_copy(update={"label_column": _column(column)})
         kind = load_corpus(train, fmt).kind
-        tasks.append(TaskConfig(name=task_name(str(train), fmt, kind), kind=kind, column=fmt.label_column))
+        tasks.append(TaskConfig(name=task_name(str(train), fmt, kind), kind=kind, column=fmt.label_column,
+                                decoder=decoder))  # type: ignore[arg-type]
     if len({t.name for t in tasks}) != len(tasks):
         raise UserError("two label columns would make tasks of the same name; name them in a --config recipe")
     return tasks

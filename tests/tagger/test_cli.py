@@ -176,3 +176,24 @@ def test_two_label_columns_train_two_heads(tmp_path, shared_data):
     xpos = json.loads(run("evaluate", "--model", tmp_path / "pos", "--data", dev, "--label-column", "xpos", "--json").stdout)
     assert (upos["task"], xpos["task"]) == ("upos", "xpos")
     assert "NOUN" in upos["per_label"] and "NN" in xpos["per_label"]
+
+
+def test_softmax_decoder_option(tmp_path, shared_data):
+    train = write_head(shared_data / "wnut17" / "wnut17train.conll", tmp_path / "t.conll", 150)
+    dev = write_head(shared_data / "wnut17" / "emerging.dev.conll", tmp_path / "d.conll", 50)
+    result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "m", "--decoder", "softmax", *FAST)
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["model"]["tasks"][0]["decoder"] == "softmax"
+    tagged = runner.invoke(app, ["tag", "--model", str(tmp_path / "m")], input="Going to Paris with Justin Bieber .\n")
+    assert tagged.exit_code == 0, tagged.output
+    record = json.loads(tagged.stdout)
+    assert all(0 <= t["score"] <= 1 for t in record["tokens"])
+
+
+def test_bad_decoder_is_refused(tmp_path, shared_data):
+    result = run("train", "--train", shared_data / "wnut17" / "emerging.dev.conll", "--dev",
+                 shared_data / "wnut17" / "emerging.dev.conll", "--output", tmp_path / "m", "--decoder", "beam", *FAST)
+    assert result.exit_code == 2
+    assert "decoder" in result.output
+    assert not (tmp_path / "m").exists()
