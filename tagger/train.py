@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from tagger.artifact import METRICS, Model, build_model, save_model
 from tagger.batching import Example, bucketed
+from tagger.card import write_card
 from tagger.config import TaggerConfig
 from tagger.metrics import evaluate_labels, main_score
 from tagger.plots import training_curve
@@ -197,6 +198,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
     kinds = {t.name: t.kind for t in config.model.tasks}
     training_curve(state["history"], output / CURVE,
                    "F1" if set(kinds.values()) == {"span"} else "accuracy" if set(kinds.values()) == {"tag"} else "score")
+    write_card(output)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return TrainResult(best, metrics)
 

@@ -39,13 +39,17 @@ def test_train_save_load_predicts_identically(pos_examples, tmp_path):
     train_part, dev_part = pos_examples
     result = train(small_config(epochs=3), train_part, dev_part, tmp_path / "model", progress=False)
     directory = tmp_path / "model"
-    for name in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", CURVE):
+    for name in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", CURVE, "README.md"):
         assert (directory / name).is_file(), name
     assert not (directory / CHECKPOINT).exists()
     metrics = json.loads((directory / "metrics.json").read_text())
     assert metrics["best_epoch"] in (1, 2, 3) and len(metrics["history"]) == 3
     assert metrics["dev"]["upos"]["accuracy"] > 0.4  # 3 epochs on 300 sentences: well above chance (1/17)
     assert (directory / CURVE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (directory / "README.md").read_text()
+    assert "| upos | tag | crf | 17 |" in card
+    assert f"### upos on dev: token accuracy {100 * metrics['dev']['upos']['accuracy']:.2f}%" in card
+    assert "| NOUN |" in card and "| train.lr | 0.01 |" in card
     loaded = load_model(directory)
     sentences = [e.tokens for e in dev_part]
     before = predict(result.model, sentences)

@@ -1,0 +1,80 @@
+"""The model card: a README.md in the model directory, rendered from its config and metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tagger.artifact import CONFIG, LABELS, METRICS, WEIGHTS
+from tagger.writers import atomic_write_text
+
+CARD = "README.md"
+
+
+def render_card(directory: str | Path, name: str | None = None, data: dict[str, str] | None = None) -> str:
+    """Markdown for a model directory: tasks, data, hyperparameters, dev/test scores per label.
+
+    Args:
+        name: the title (default: the directory name).
+        data: optional description of the training data and its licence, e.g.
+            ``{"train": "...", "licence": "CC BY-SA 4.0"}``.
+    """
+    directory = Path(directory)
+    config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    metrics = json.loads((directory / METRICS).read_text(encoding="utf-8"))
+    labels = json.loads((directory / LABELS).read_text(encoding="utf-8"))
+    size_mb = sum(p.stat().st_size for p in directory.iterdir() if p.is_file()) / 1e6
+    model, train = config["model"], config["train"]
+    lines = [f"# {name or directory.name}", "",
+             "BiLSTM-CRF tagger (word embeddings + character "
+             f"{model['char']['encoder'].upper()} → {model['encoder']['layers']}-layer bidirectional "
+             f"{model['encoder']['cell'].upper()} → one head per task).", ""]
+    lines += ["| task | kind | decoder | labels |", "|---|---|---|---|"]
+    for task in model["tasks"]:
+        lines.append(f"| {task['name']} | {task['kind']} | {task['decoder']} | {len(labels[task['name']])} |")
+    lines += ["", "## Data", ""]
+    for key, value in (data or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines.append(f"- training: {metrics.get('train_sentences', '?')} sentences, {metrics.get('train_tokens', '?')} tokens")
+    lines += ["", "## Hyperparameters", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in model.items() if k != 'tasks'},
+                                                       "train": train}).items()]
+    lines += ["", "## Scores", ""]
+    for split in ("dev", "test"):
+        for task, report in (metrics.get(split) or {}).items():
+            lines += _report(split, task, report)
+    lines += ["", "## Training", "",
+              f"- best epoch {metrics.get('best_epoch')} of {metrics.get('epochs_run')}, "
+              f"{metrics.get('train_seconds', 0) / 60:.1f} min of training on this machine",
+              f"- directory size {size_mb:.1f} MB ({WEIGHTS} {'fp16' if metrics.get('half') else 'fp32'})"]
+    if metrics.get("speed"):
+        lines.append(f"- tagging speed: {metrics['speed']}")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(directory: str | Path, name: str | None = None, data: dict[str, str] | None = None) -> None:
+    atomic_write_text(Path(directory) / CARD, render_card(directory, name, data))
+
+
+def _report(split: str, task: str, report: dict[str, Any]) -> list[str]:
+    head = f"### {task} on {split}: token accuracy {100 * report['accuracy']:.2f}%"
+    if "f1" in report:
+        head += (f", seqeval strict micro P {100 * report['precision']:.2f} R {100 * report['recall']:.2f} "
+                 f"F1 {100 * report['f1']:.2f}")
+    lines = ["", head + f" ({report['sentences']} sentences, {report['tokens']} tokens)", "",
+             "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for label, row in report["per_label"].items():
+        lines.append(f"| {label} | {100 * row['precision']:.2f} | {100 * row['recall']:.2f} | "
+                     f"{100 * row['f1']:.2f} | {row['support']} |")
+    return lines
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
