@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench clean
+.PHONY: setup test bench models clean
 
 setup: $(STAMP)
 
@@ -21,3 +21,7 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Rebuild models/ from ../shared/data (fixed seeds; about an hour on 2 cores).
+models: setup
+	$(BIN)/python scripts/build_models.py

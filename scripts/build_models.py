@@ -1,0 +1,141 @@
+"""Rebuild the bundled models in models/ from ../shared/data with fixed seeds.
+
+Usage: python scripts/build_models.py [NAME ...]   (default: en-pos en-ner en-joint)
+
+Each model trains into runs/NAME (an interrupted build resumes from its checkpoint), is
+scored on the test set, timed, stored in fp16 in models/NAME if that costs no accuracy,
+and gets a model card. The recipes are configs/NAME.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+EWT = DATA / "ud-english-ewt" / "en_ewt-ud-{split}.conllu"
+UNER = DATA / "uner-english-ewt" / "en_ewt-ud-{split}.iob2"
+LICENCE = "CC BY-SA 4.0 (the training corpora's licence; see ../shared/data/*/LICENSE.txt)"
+
+# name -> task -> (corpus path pattern, label column)
+RECIPES = {
+    "en-pos": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos")},
+    "en-ner": {"ner": (UNER, None)},
+    "en-joint": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos"), "ner": (UNER, None)},
+}
+MINUTES = {"en-pos": 15, "en-ner": 15, "en-joint": 25}  # measured on the 2-core machine
+
+
+def load_split(name: str, split: str):
+    from tagger.align import align
+    from tagger.config import CorpusFormat
+    from tagger.readers import load_corpus
+
+    corpora = {}
+    for task, (pattern, column) in RECIPES[name].items():
+        kind = "span" if column is None else "tag"
+        corpora[task] = load_corpus(pattern.format(split=split), CorpusFormat(label_column=column), kind=kind).sentences
+    return align(corpora)
+
+
+def speed(model_dir: Path) -> dict[str, float]:
+    """Tokens/s tagging the raw EWT test texts (tokenization included), median of 3."""
+    import statistics
+
+    from tagger import Tagger
+    from tagger.readers import read_conllu
+
+    tagger = Tagger.load(model_dir)
+    texts = [s.text or " ".join(s.tokens) for s in read_conllu(str(EWT).format(split="test"), None)]
+    tokens = sum(len(s.tokens) for d in tagger.tag_texts(texts[:200]) for s in d.sentences)  # warm-up
+    tokens = sum(len(s.tokens) for d in tagger.tag_texts(texts) for s in d.sentences)
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        tagger.tag_texts(texts)
+        times.append(time.perf_counter() - started)
+    return {"tokens_per_second": round(tokens / statistics.median(times)), "tokens": tokens}
+
+
+def build(name: str, reuse: bool = False) -> dict:
+    from tagger.artifact import load_model, save_model
+    from tagger.card import write_card
+    from tagger.config import load_config
+    from tagger.train import evaluate_model, train
+
+    config = load_config(ROOT / "configs" / f"{name}.toml")
+    if not config.model.tasks:
+        from tagger.config import TaskConfig
+
+        config.model.tasks = [TaskConfig(name=t, kind="span" if c is None else "tag", column=c)
+                              for t, (_, c) in RECIPES[name].items()]
+    splits = {split: load_split(name, split) for split in ("train", "dev", "test")}
+    work = ROOT / "runs" / name
+    print(f"{name}: {len(splits['train'].examples)} training sentences, {splits['train'].aligned} aligned "
+          f"across {len(RECIPES[name])} tasks; about {MINUTES[name]} min", file=sys.stderr)
+    finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
+    if reuse and finished:
+        from tagger.train import TrainResult
+
+        result = TrainResult(load_model(work), json.loads((work / "metrics.json").read_text()))
+    else:
+        if not (work / "checkpoint").exists():
+            shutil.rmtree(work, ignore_errors=True)  # a fresh, seeded run; an interrupted one resumes
+        result = train(config, splits["train"].examples, splits["dev"].examples, work, resume=True)
+    metrics = dict(result.metrics)
+    metrics["test"] = evaluate_model(result.model, splits["test"].examples)
+    metrics["alignment"] = {split: {"aligned": a.aligned, "token_mismatch": a.token_mismatch, "unmatched": a.unmatched}
+                            for split, a in splits.items()}
+
+    target = ROOT / "models" / name
+    staging = target.with_name(f".{name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_model(result.model, staging, half=True)
+    half_test = evaluate_model(load_model(staging), splits["test"].examples)
+    same = all(abs(_main(half_test[t]) - _main(metrics["test"][t])) < 5e-4 for t in metrics["test"])
+    if not same:
+        save_model(result.model, staging, half=False)
+        half_test = metrics["test"]
+    metrics.update(test=half_test, half=same)
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics["speed"] = speed(staging)
+    metrics["speed"] = f"{metrics['speed']['tokens_per_second']:,} tokens/s on raw EWT test text (2 cores)"
+    (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for extra in ("training-curve.png",):
+        shutil.copy(work / extra, staging / extra)
+    data = {"train/dev/test": ", ".join(sorted({p.parent.name for p, _ in RECIPES[name].values()})),
+            "licence": LICENCE, "recipe": f"configs/{name}.toml", "rebuild": f"make models (scripts/build_models.py {name})"}
+    write_card(staging, name, data)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.replace(target)
+    return metrics
+
+
+def _main(report: dict) -> float:
+    return report["f1"] if "f1" in report else report["accuracy"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"models to build (default: {' '.join(RECIPES)})")
+    parser.add_argument("--reuse", action="store_true", help="reuse a finished run in runs/NAME instead of retraining")
+    args = parser.parse_args()
+    args.names = args.names or list(RECIPES)
+    unknown = set(args.names) - set(RECIPES)
+    if unknown:
+        parser.error(f"unknown model {', '.join(sorted(unknown))}; choose from {', '.join(RECIPES)}")
+    print(f"rebuilding {', '.join(args.names)}: about {sum(MINUTES[n] for n in args.names)} min on 2 cores",
+          file=sys.stderr)
+    for name in args.names:
+        metrics = build(name, args.reuse)
+        scores = ", ".join(f"{t} {100 * _main(r):.2f}" for t, r in metrics["test"].items())
+        print(f"{name}: test {scores}; {metrics['speed']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Regression test for the bundled models: re-score each on its full test set and compare
+with the scores its model card (metrics.json) reports, to 0.05 points."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tagger.artifact import load_model
+from tagger.config import CorpusFormat
+from tagger.metrics import evaluate_labels
+from tagger.predict import tag_corpus
+from tagger.readers import load_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TEST_SETS = {  # task -> (file, label column)
+    "upos": (DATA / "ud-english-ewt" / "en_ewt-ud-test.conllu", "upos"),
+    "xpos": (DATA / "ud-english-ewt" / "en_ewt-ud-test.conllu", "xpos"),
+    "ner": (DATA / "uner-english-ewt" / "en_ewt-ud-test.iob2", None),
+}
+BUNDLED = sorted(p.name for p in (ROOT / "models").glob("*") if (p / "weights.safetensors").is_file())
+TARGETS = {("en-pos", "upos"): 0.960, ("en-pos", "xpos"): 0.955, ("en-ner", "ner"): 0.820}
+
+
+def main(report: dict) -> float:
+    return report["f1"] if "f1" in report else report["accuracy"]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_model_scores_match_its_card(name):
+    directory = ROOT / "models" / name
+    model = load_model(directory)
+    card = json.loads((directory / "metrics.json").read_text())
+    readme = (directory / "README.md").read_text()
+    for task in model.config.model.tasks:
+        path, column = TEST_SETS[task.name]
+        corpus = load_corpus(path, CorpusFormat(label_column=column), kind=task.kind)
+        predicted = tag_corpus(model, [s.tokens for s in corpus.sentences], task.name)
+        report = evaluate_labels([list(s.labels) for s in corpus.sentences], predicted, task.kind)
+        assert report["tokens"] == card["test"][task.name]["tokens"]
+        assert 100 * main(report) == pytest.approx(100 * main(card["test"][task.name]), abs=0.05), task.name
+        assert f"### {task.name} on test" in readme
+        target = TARGETS.get((name, task.name))
+        if target is not None:
+            assert main(report) >= target, f"{name} {task.name} below its target"
+
+
+def test_bundled_models_are_small_and_self_describing():
+    assert BUNDLED, "no bundled model in models/"
+    for name in BUNDLED:
+        directory = ROOT / "models" / name
+        size = sum(p.stat().st_size for p in directory.iterdir())
+        assert size <= 25 * 1024 * 1024, f"{name} is {size / 1e6:.1f} MB"
+        for file in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", "README.md"):
+            assert (directory / file).is_file(), f"{name}/{file}"
