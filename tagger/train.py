@@ -28,7 +28,7 @@ from tagger.batching import Example, bucketed
 from tagger.card import write_card
 from tagger.config import TaggerConfig
 from tagger.metrics import evaluate_labels, main_score
-from tagger.plots import training_curve
+from tagger.plots import confusion_matrix, training_curve
 from tagger.predict import predict
 from tagger.schemes import entity_types, labels_for
 from tagger.vectors import load_vectors
@@ -198,6 +198,9 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
     kinds = {t.name: t.kind for t in config.model.tasks}
     training_curve(state["history"], output / CURVE,
                    "F1" if set(kinds.values()) == {"span"} else "accuracy" if set(kinds.values()) == {"tag"} else "score")
+    for task, report in dev_reports.items():
+        if kinds[task] == "tag":
+            confusion_matrix(report["confusion"], output / f"confusion-{task}.png", f"{task} on dev")
     write_card(output)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return TrainResult(best, metrics)

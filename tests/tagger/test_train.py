@@ -39,7 +39,8 @@ def test_train_save_load_predicts_identically(pos_examples, tmp_path):
     train_part, dev_part = pos_examples
     result = train(small_config(epochs=3), train_part, dev_part, tmp_path / "model", progress=False)
     directory = tmp_path / "model"
-    for name in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", CURVE, "README.md"):
+    for name in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", CURVE, "README.md",
+                 "confusion-upos.png"):
         assert (directory / name).is_file(), name
     assert not (directory / CHECKPOINT).exists()
     metrics = json.loads((directory / "metrics.json").read_text())
