@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench models clean
+.PHONY: setup test bench models proto serve clean
 
 setup: $(STAMP)
 
@@ -25,3 +25,9 @@ clean:
 # Rebuild models/ from ../shared/data (fixed seeds; about an hour on 2 cores).
 models: setup
 	$(BIN)/python scripts/build_models.py
+
+# The only way generated protobuf code is made: never edit tagger_proto/ by hand.
+PROTOS := $(wildcard proto/tagger_proto/v1/*.proto)
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	touch tagger_proto/__init__.py tagger_proto/v1/__init__.py
