@@ -219,6 +219,7 @@ def tag(
     from tqdm import tqdm
 
     from tagger.artifact import ArtifactError
+    from tagger.output import write_document
     from tagger.predict import Tagger
     from tagger.writers import atomic_output
 
@@ -235,7 +236,7 @@ def tag(
                 else:
                     tagged = tagger.tag_texts([text for _, text, _ in chunk], scores=not no_scores)
                 for (doc_id, _, source), document in zip(chunk, tagged):
-                    _write(handle, output_format, doc_id, document, tagger, source)
+                    write_document(handle, output_format, doc_id, document, list(tagger.tasks), source)
                 bar.update(len(chunk))
             bar.close()
     except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
@@ -273,44 +274,6 @@ def _documents(path: Path | None, input_format: str) -> Iterator[tuple[Any, str 
                 yield record.get("id", number), text, None
             else:
                 yield number, line, None
-
-
-def _write(handle, output_format: str, doc_id: Any, document, tagger, source: Sentence | None) -> None:
-    from tagger.writers import write_columns, write_conllu, write_jsonl
-
-    tasks = list(tagger.tasks)
-    primary = tasks[0]
-    if output_format == "jsonl":
-        tokens = []
-        for sentence in document.sentences:
-            for token in sentence.tokens:
-                label = token.labels[primary]
-                item = {"text": token.text, "start": token.start, "end": token.end, "label": label.value, "score": label.score}
-                if len(tasks) > 1:
-                    item["labels"] = {t: {"value": v.value, "score": v.score} for t, v in token.labels.items()}
-                tokens.append(item)
-        entities = [{"text": e.text, "start": e.start, "end": e.end, "label": e.label, "score": e.score}
-                    for s in document.sentences for e in s.entities]
-        write_jsonl([{"id": doc_id, "tokens": tokens, "entities": entities}], handle)
-        return
-    sentences = []
-    for sentence in document.sentences:
-        words = tuple(t.text for t in sentence.tokens)
-        rows = []
-        for i, token in enumerate(sentence.tokens):
-            row = list(source.rows[i]) if source is not None and source.rows else [str(i + 1), token.text] + ["_"] * 8
-            misc = [f"{t}={v.value}" for t, v in token.labels.items() if t not in ("upos", "xpos")]
-            for task, column in (("upos", 3), ("xpos", 4)):
-                if task in token.labels:
-                    row[column] = token.labels[task].value
-            if misc:
-                row[9] = "|".join(misc if row[9] == "_" else [row[9], *misc])
-            rows.append(tuple(row))
-        labels = tuple(t.labels[primary].value for t in sentence.tokens)
-        text = source.text if source is not None else document.text[sentence.start:sentence.end].replace("\n", " ")
-        sentences.append(Sentence(words, labels if output_format == "conll" else None, text=text,
-                                  rows=tuple(rows), comments=source.comments if source is not None else ()))
-    (write_conllu if output_format == "conllu" else write_columns)(sentences, handle)
 
 
 if __name__ == "__main__":

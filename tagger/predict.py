@@ -144,34 +144,33 @@ class Tagger:
 
     def tag(self, text: str, scores: bool = True) -> Document:
         """Tokenize, sentence-split and tag one text."""
-        return self.tag_texts([text], scores)[0]
+        return self.tag_documents([text], scores)[0]
 
     def tag_texts(self, texts: Sequence[str], scores: bool = True) -> list[Document]:
         """Tag many texts in one batched pass (tokenized in bulk)."""
-        tokenized = list(self.tokenizer.pipe(texts))
-        flat = [sentence for doc in tokenized for sentence in doc]
-        predictions = iter(predict(self.model, [[t[0] for t in s] for s in flat], scores=scores))
-        documents = []
-        for text, sentences in zip(texts, tokenized):
-            tagged = [self._sentence(text, s, next(predictions)) for s in sentences]
-            documents.append(Document(text, tagged))
-        return documents
+        return self.tag_documents(texts, scores)
 
     def tag_tokens(self, sentences: Sequence[Sequence[str]], scores: bool = True) -> Document:
         """Tag pre-tokenized sentences. Offsets index into the document text made by joining
         each sentence's tokens with single spaces and the sentences with newlines."""
-        positioned, pieces, offset = [], [], 0
-        for sentence in sentences:
-            tokens = []
-            for token in sentence:
-                tokens.append((token, offset, offset + len(token)))
-                offset += len(token) + 1
-            offset += 0 if sentence else 1
-            positioned.append(tokens)
-            pieces.append(" ".join(sentence))
-        text = "\n".join(pieces)
-        predictions = predict(self.model, [list(s) for s in sentences], scores=scores)
-        return Document(text, [self._sentence(text, s, p) for s, p in zip(positioned, predictions)])
+        return self.tag_documents([sentences], scores)[0]
+
+    def tag_documents(self, documents: Sequence[str | Sequence[Sequence[str]]], scores: bool = True) -> list[Document]:
+        """Tag a mix of raw texts and pre-tokenized documents in one batched pass.
+
+        Args:
+            documents: each a raw text (tokenized here) or a list of token lists.
+            scores: compute confidences (CRF marginals).
+        """
+        raw = [d for d in documents if isinstance(d, str)]
+        tokenized = iter(self.tokenizer.pipe(raw))
+        prepared: list[tuple[str, list[list[tuple[str, int, int]]]]] = []
+        for document in documents:
+            prepared.append((document, next(tokenized)) if isinstance(document, str) else _positioned(document))
+        flat = [[t[0] for t in sentence] for _, sentences in prepared for sentence in sentences]
+        predictions = iter(predict(self.model, flat, scores=scores))
+        return [Document(text, [self._sentence(text, s, next(predictions)) for s in sentences])
+                for text, sentences in prepared]
 
     def _sentence(self, text: str, tokens: Sequence[tuple[str, int, int]],
                   prediction: dict[str, TaskPrediction]) -> TaggedSentence:
@@ -189,6 +188,19 @@ class Tagger:
         start = out[0].start if out else 0
         end = out[-1].end if out else 0
         return TaggedSentence(start, end, out, entities)
+
+
+def _positioned(sentences: Sequence[Sequence[str]]) -> tuple[str, list[list[tuple[str, int, int]]]]:
+    """Give pre-tokenized sentences offsets into ``"\\n".join(" ".join(tokens))``."""
+    positioned, offset = [], 0
+    for sentence in sentences:
+        tokens = []
+        for token in sentence:
+            tokens.append((token, offset, offset + len(token)))
+            offset += len(token) + 1
+        offset += 0 if sentence else 1
+        positioned.append(tokens)
+    return "\n".join(" ".join(sentence) for sentence in sentences), positioned
 
 
 def tag_corpus(model: Model, sentences: Iterable[Sequence[str]], task: str) -> list[list[str]]:

@@ -1,0 +1,1 @@
+"""The gRPC tagging service. It uses the `tagger` library only through `tagger.Tagger`."""
