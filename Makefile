@@ -31,3 +31,7 @@ PROTOS := $(wildcard proto/tagger_proto/v1/*.proto)
 proto: setup
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
 	touch tagger_proto/__init__.py tagger_proto/v1/__init__.py
+
+# Serve the bundled models on 127.0.0.1:50051 (health, reflection; Ctrl-C drains and stops).
+serve: setup
+	$(BIN)/tagger serve --host 127.0.0.1 --port 50051 --models models

@@ -221,13 +221,14 @@ def tag(
     from tagger.artifact import ArtifactError
     from tagger.output import write_document
     from tagger.predict import Tagger
+    from tagger.readers.documents import read_documents
     from tagger.writers import atomic_output
 
     if output_format not in ("jsonl", "conllu", "conll"):
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
     try:
         tagger = Tagger.load(model)
-        documents = _documents(input, input_format)
+        documents = read_documents(input, input_format)
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
             while chunk := list(islice(documents, batch_documents)):
@@ -241,39 +242,6 @@ def tag(
             bar.close()
     except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
         _fail(error)
-
-
-def _documents(path: Path | None, input_format: str) -> Iterator[tuple[Any, str | None, Sentence | None]]:
-    """Yield (id, text, sentence): raw documents have text, tokenized ones a Sentence."""
-    if input_format in ("conllu", "columns"):
-        if path is None:
-            raise UserError(f"--input-format {input_format} needs --input FILE")
-        from tagger.readers import read_sentences
-
-        fmt = CorpusFormat(format=input_format)
-        for number, sentence in enumerate(read_sentences(path, fmt, labelled=False), start=1):
-            yield sentence.sent_id or number, None, sentence
-        return
-    handle = open(path, encoding="utf-8") if path else sys.stdin
-    with handle:
-        mode = input_format
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if mode == "auto" and line.strip():
-                mode = "jsonl" if line.lstrip().startswith("{") else "text"
-            if mode == "jsonl":
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    text = record["text"]
-                    if not isinstance(text, str):
-                        raise TypeError
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path or '<stdin>'}:{number}: expected a JSON object with a string 'text'") from None
-                yield record.get("id", number), text, None
-            else:
-                yield number, line, None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctagger_proto/v1/tagger.proto\x12\ttagger.v1\"#\n\x11TokenizedSentence\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"D\n\x11TokenizedDocument\x12/\n\tsentences\x18\x01 \x03(\x0b\x32\x1c.tagger.v1.TokenizedSentence\"\x89\x01\n\nTagRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12.\n\x06tokens\x18\x03 \x01(\x0b\x32\x1c.tagger.v1.TokenizedDocumentH\x00\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x16\n\x0einclude_scores\x18\x05 \x01(\x08\x42\x07\n\x05input\"%\n\x05Label\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa0\x01\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.tagger.v1.Token.LabelsEntry\x1a?\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.tagger.v1.Label:\x02\x38\x01\"\x86\x01\n\x06\x45ntity\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x13\n\x0btoken_start\x18\x05 \x01(\r\x12\x11\n\ttoken_end\x18\x06 \x01(\r\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x0c\n\x04task\x18\x08 \x01(\t\"m\n\x08Sentence\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12 \n\x06tokens\x18\x03 \x03(\x0b\x32\x10.tagger.v1.Token\x12#\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x11.tagger.v1.Entity\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"f\n\x0bTagResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\tsentences\x18\x02 \x03(\x0b\x32\x13.tagger.v1.Sentence\x12#\n\x06models\x18\x03 \x03(\x0b\x32\x13.tagger.v1.ModelRef\"\x13\n\x11ListModelsRequest\"\xa6\x01\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12:\n\x0ctest_metrics\x18\x04 \x03(\x0b\x32$.tagger.v1.TaskInfo.TestMetricsEntry\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"_\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.tagger.v1.TaskInfo\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x08\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.tagger.v1.ModelInfo2\xc9\x01\n\x06Tagger\x12\x34\n\x03Tag\x12\x15.tagger.v1.TagRequest\x1a\x16.tagger.v1.TagResponse\x12>\n\tTagStream\x12\x15.tagger.v1.TagRequest\x1a\x16.tagger.v1.TagResponse(\x01\x30\x01\x12I\n\nListModels\x12\x1c.tagger.v1.ListModelsRequest\x1a\x1d.tagger.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctagger_proto/v1/tagger.proto\x12\ttagger.v1\"#\n\x11TokenizedSentence\x12\x0e\n\x06tokens\x18\x01 \x03(\t\"D\n\x11TokenizedDocument\x12/\n\tsentences\x18\x01 \x03(\x0b\x32\x1c.tagger.v1.TokenizedSentence\"\x98\x01\n\nTagRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12.\n\x06tokens\x18\x03 \x01(\x0b\x32\x1c.tagger.v1.TokenizedDocumentH\x00\x12\x0e\n\x06models\x18\x04 \x03(\t\x12\x16\n\x0einclude_scores\x18\x05 \x01(\x08\x12\r\n\x05tasks\x18\x06 \x03(\tB\x07\n\x05input\"%\n\x05Label\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xa0\x01\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12,\n\x06labels\x18\x04 \x03(\x0b\x32\x1c.tagger.v1.Token.LabelsEntry\x1a?\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1f\n\x05value\x18\x02 \x01(\x0b\x32\x10.tagger.v1.Label:\x02\x38\x01\"\x86\x01\n\x06\x45ntity\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\r\x12\x0b\n\x03\x65nd\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x13\n\x0btoken_start\x18\x05 \x01(\r\x12\x11\n\ttoken_end\x18\x06 \x01(\r\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x0c\n\x04task\x18\x08 \x01(\t\"m\n\x08Sentence\x12\r\n\x05start\x18\x01 \x01(\r\x12\x0b\n\x03\x65nd\x18\x02 \x01(\r\x12 \n\x06tokens\x18\x03 \x03(\x0b\x32\x10.tagger.v1.Token\x12#\n\x08\x65ntities\x18\x04 \x03(\x0b\x32\x11.tagger.v1.Entity\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"f\n\x0bTagResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12&\n\tsentences\x18\x02 \x03(\x0b\x32\x13.tagger.v1.Sentence\x12#\n\x06models\x18\x03 \x03(\x0b\x32\x13.tagger.v1.ModelRef\"\x13\n\x11ListModelsRequest\"\xa6\x01\n\x08TaskInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12:\n\x0ctest_metrics\x18\x04 \x03(\x0b\x32$.tagger.v1.TaskInfo.TestMetricsEntry\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"_\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\"\n\x05tasks\x18\x03 \x03(\x0b\x32\x13.tagger.v1.TaskInfo\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x08\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.tagger.v1.ModelInfo2\xc9\x01\n\x06Tagger\x12\x34\n\x03Tag\x12\x15.tagger.v1.TagRequest\x1a\x16.tagger.v1.TagResponse\x12>\n\tTagStream\x12\x15.tagger.v1.TagRequest\x1a\x16.tagger.v1.TagResponse(\x01\x30\x01\x12I\n\nListModels\x12\x1c.tagger.v1.ListModelsRequest\x1a\x1d.tagger.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,31 +40,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIZEDDOCUMENT']._serialized_start=80
   _globals['_TOKENIZEDDOCUMENT']._serialized_end=148
   _globals['_TAGREQUEST']._serialized_start=151
-  _globals['_TAGREQUEST']._serialized_end=288
-  _globals['_LABEL']._serialized_start=290
-  _globals['_LABEL']._serialized_end=327
-  _globals['_TOKEN']._serialized_start=330
-  _globals['_TOKEN']._serialized_end=490
-  _globals['_TOKEN_LABELSENTRY']._serialized_start=427
-  _globals['_TOKEN_LABELSENTRY']._serialized_end=490
-  _globals['_ENTITY']._serialized_start=493
-  _globals['_ENTITY']._serialized_end=627
-  _globals['_SENTENCE']._serialized_start=629
-  _globals['_SENTENCE']._serialized_end=738
-  _globals['_MODELREF']._serialized_start=740
-  _globals['_MODELREF']._serialized_end=781
-  _globals['_TAGRESPONSE']._serialized_start=783
-  _globals['_TAGRESPONSE']._serialized_end=885
-  _globals['_LISTMODELSREQUEST']._serialized_start=887
-  _globals['_LISTMODELSREQUEST']._serialized_end=906
-  _globals['_TASKINFO']._serialized_start=909
-  _globals['_TASKINFO']._serialized_end=1075
-  _globals['_TASKINFO_TESTMETRICSENTRY']._serialized_start=1025
-  _globals['_TASKINFO_TESTMETRICSENTRY']._serialized_end=1075
-  _globals['_MODELINFO']._serialized_start=1077
-  _globals['_MODELINFO']._serialized_end=1172
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1174
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1232
-  _globals['_TAGGER']._serialized_start=1235
-  _globals['_TAGGER']._serialized_end=1436
+  _globals['_TAGREQUEST']._serialized_end=303
+  _globals['_LABEL']._serialized_start=305
+  _globals['_LABEL']._serialized_end=342
+  _globals['_TOKEN']._serialized_start=345
+  _globals['_TOKEN']._serialized_end=505
+  _globals['_TOKEN_LABELSENTRY']._serialized_start=442
+  _globals['_TOKEN_LABELSENTRY']._serialized_end=505
+  _globals['_ENTITY']._serialized_start=508
+  _globals['_ENTITY']._serialized_end=642
+  _globals['_SENTENCE']._serialized_start=644
+  _globals['_SENTENCE']._serialized_end=753
+  _globals['_MODELREF']._serialized_start=755
+  _globals['_MODELREF']._serialized_end=796
+  _globals['_TAGRESPONSE']._serialized_start=798
+  _globals['_TAGRESPONSE']._serialized_end=900
+  _globals['_LISTMODELSREQUEST']._serialized_start=902
+  _globals['_LISTMODELSREQUEST']._serialized_end=921
+  _globals['_TASKINFO']._serialized_start=924
+  _globals['_TASKINFO']._serialized_end=1090
+  _globals['_TASKINFO_TESTMETRICSENTRY']._serialized_start=1040
+  _globals['_TASKINFO_TESTMETRICSENTRY']._serialized_end=1090
+  _globals['_MODELINFO']._serialized_start=1092
+  _globals['_MODELINFO']._serialized_end=1187
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1189
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1247
+  _globals['_TAGGER']._serialized_start=1250
+  _globals['_TAGGER']._serialized_end=1451
 # @@protoc_insertion_point(module_scope)

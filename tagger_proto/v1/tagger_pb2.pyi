@@ -19,18 +19,20 @@ class TokenizedDocument(_message.Message):
     def __init__(self, sentences: _Optional[_Iterable[_Union[TokenizedSentence, _Mapping]]] = ...) -> None: ...
 
 class TagRequest(_message.Message):
-    __slots__ = ("id", "text", "tokens", "models", "include_scores")
+    __slots__ = ("id", "text", "tokens", "models", "include_scores", "tasks")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_SCORES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     id: str
     text: str
     tokens: TokenizedDocument
     models: _containers.RepeatedScalarFieldContainer[str]
     include_scores: bool
-    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[_Union[TokenizedDocument, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., include_scores: _Optional[bool] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., tokens: _Optional[_Union[TokenizedDocument, _Mapping]] = ..., models: _Optional[_Iterable[str]] = ..., include_scores: _Optional[bool] = ..., tasks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("value", "score")

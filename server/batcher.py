@@ -1,0 +1,134 @@
+"""Micro-batching: concurrent requests for one model are collected (up to a token budget or
+a few milliseconds) and tagged in one call on a worker thread, so many small requests run
+at close to batch throughput. Work whose caller has gone (cancelled, deadline passed) is
+dropped before it is computed; a full queue refuses new work instead of growing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tagger import Document, Tagger
+
+Input = str | Sequence[Sequence[str]]
+
+
+class QueueFull(Exception):
+    """The batcher holds ``max_queue`` documents already."""
+
+
+@dataclass
+class _Job:
+    document: Input
+    scores: bool
+    size: int
+    future: asyncio.Future
+    deadline: float | None
+
+
+def estimate_tokens(document: Input) -> int:
+    if isinstance(document, str):
+        return max(1, len(document) // 5)  # about 5 characters a token in English
+    return max(1, sum(len(s) for s in document))
+
+
+class MicroBatcher:
+    """One per model. ``submit`` awaits the tagged document.
+
+    Args:
+        tagger: the model.
+        batch_tokens: token budget of a batch (estimated for raw text).
+        wait_ms: how long the first job of a batch waits for company.
+        max_queue: documents queued at most; beyond it ``submit`` raises QueueFull.
+        on_batch: called with (documents, tokens) after each batch (metrics).
+    """
+
+    def __init__(self, tagger: Tagger, batch_tokens: int = 4096, wait_ms: float = 2.0, max_queue: int = 1024,
+                 on_batch: Callable[[int, int], None] | None = None):
+        self.tagger = tagger
+        self.batch_tokens, self.wait = batch_tokens, wait_ms / 1000
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
+        self._worker: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue else 0
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, document: Input, scores: bool, deadline: float | None = None) -> Document:
+        """Queue a document and wait for its result. ``deadline`` is a ``time.monotonic()`` value."""
+        if self._queue is None:
+            raise RuntimeError("batcher not started")
+        if self._queue.qsize() >= self.max_queue:
+            raise QueueFull(f"{self.max_queue} documents are queued")
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(document, scores, estimate_tokens(document), future, deadline))
+        try:
+            return await future
+        finally:
+            future.cancel()  # no-op when done; marks abandoned work so the worker skips it
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            jobs = [await self._queue.get()]
+            budget_end = time.monotonic() + self.wait
+            size = jobs[0].size
+            while size < self.batch_tokens:
+                remaining = budget_end - time.monotonic()
+                try:
+                    job = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+                jobs.append(job)
+                size += job.size
+            now = time.monotonic()
+            live = []
+            for job in jobs:
+                if job.future.done():
+                    continue  # the caller went away
+                if job.deadline is not None and now >= job.deadline:
+                    job.future.set_exception(TimeoutError("deadline passed before tagging"))
+                    continue
+                live.append(job)
+            if not live:
+                continue
+            await self._tag(live)
+
+    async def _tag(self, jobs: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        scores = any(job.scores for job in jobs)
+        try:
+            documents = await loop.run_in_executor(
+                self._executor, self.tagger.tag_documents, [job.document for job in jobs], scores)
+        except Exception as error:
+            if len(jobs) > 1:  # find the one that fails; the others still get their answers
+                for job in jobs:
+                    await self._tag([job])
+                return
+            if not jobs[0].future.done():
+                jobs[0].future.set_exception(error)
+            return
+        for job, document in zip(jobs, documents):
+            if not job.future.done():
+                job.future.set_result(document)
+        if self.on_batch:
+            self.on_batch(len(jobs), sum(len(s.tokens) for d in documents for s in d.sentences))

@@ -1,0 +1,159 @@
+"""``tagger serve`` and ``tagger client ...``, added to the library's command line.
+
+The console script points here, so the ``tagger`` package itself never imports gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tagger.cli import app
+
+client_app = typer.Typer(no_args_is_help=True, help="Call a running tagging server.")
+app.add_typer(client_app, name="client")
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port (default 50051; 0 picks one)")] = None,
+    models: Annotated[Optional[Path], typer.Option("--models", help="directory of model directories (default models/)")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="settings TOML file")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus metrics on this port")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option("--tls-key")] = None,
+    tls_client_ca: Annotated[Optional[Path], typer.Option("--tls-client-ca", help="require client certificates (mTLS)")] = None,
+    log_json: Annotated[Optional[bool], typer.Option("--log-json/--log-text")] = None,
+    log_level: Annotated[Optional[str], typer.Option("--log-level")] = None,
+) -> None:
+    """Serve the models over gRPC until SIGTERM or SIGINT (settings: file < TAGGER_* env < flags)."""
+    from server.app import serve as run_server
+    from server.settings import SettingsError, load_settings
+    from tagger import ArtifactError
+
+    try:
+        settings = load_settings(config, host=host, port=port, models=models, metrics_port=metrics_port,
+                                 tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
+                                 log_json=log_json, log_level=log_level)
+        asyncio.run(run_server(settings))
+    except (SettingsError, ArtifactError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+ServerOpt = Annotated[str, typer.Option("--server", help="host:port")]
+CaOpt = Annotated[Optional[Path], typer.Option("--tls-ca", help="CA certificate: use TLS")]
+CertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="client certificate (mutual TLS)")]
+KeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="client key (mutual TLS)")]
+ModelsOpt = Annotated[Optional[list[str]], typer.Option("--model", help="model name (repeatable; default: the server's)")]
+
+
+def _client(server: str, ca, cert, key):
+    from server.client import TaggerClient
+
+    return TaggerClient(server, ca=ca, cert=cert, key=key)
+
+
+@client_app.command("tag")
+def client_tag(
+    text: Annotated[str, typer.Option("--text", help="the text to tag")],
+    server: ServerOpt = "127.0.0.1:50051",
+    model: ModelsOpt = None,
+    scores: Annotated[bool, typer.Option("--scores/--no-scores")] = True,
+    tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """Tag one text; prints the response as JSON."""
+    import grpc
+    from google.protobuf.json_format import MessageToDict
+
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key) as client:
+            response = client.tag(text, models=model or (), scores=scores)
+    except grpc.RpcError as error:
+        typer.echo(f"error: {error.code().name}: {error.details()}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(MessageToDict(response, preserving_proto_field_name=True,
+                                        always_print_fields_with_no_presence=True), ensure_ascii=False))
+
+
+@client_app.command("tag-file")
+def client_tag_file(
+    input: Annotated[Path, typer.Option("--input", help="text lines, JSONL {id, text}, or a CoNLL/CoNLL-U file")],
+    output: Annotated[Path, typer.Option("--output", help="where to write the results")],
+    server: ServerOpt = "127.0.0.1:50051",
+    output_format: Annotated[str, typer.Option("--output-format", help="jsonl, conllu or conll")] = "jsonl",
+    input_format: Annotated[str, typer.Option("--input-format", help="auto, text, jsonl, conllu or columns")] = "auto",
+    model: ModelsOpt = None,
+    scores: Annotated[bool, typer.Option("--scores/--no-scores")] = True,
+    tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """Stream a file through TagStream, writing results in order as they arrive."""
+    import grpc
+    from tqdm import tqdm
+
+    from server.client import make_request
+    from server.convert import document_from_pb
+    from tagger_proto.v1 import tagger_pb2 as pb
+    from tagger.corpus import CorpusError
+    from tagger.readers.documents import read_documents
+    from tagger.output import FORMATS, write_document
+    from tagger.writers import atomic_output
+
+    if output_format not in FORMATS:
+        typer.echo(f"error: --output-format must be one of {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(2)
+    if input_format == "auto" and input.suffix in (".conllu", ".conll", ".iob2"):
+        input_format = "conllu" if input.suffix == ".conllu" else "columns"
+    pending: collections.deque = collections.deque()  # (id, text, source, sent) in input order
+
+    def requests():
+        for doc_id, text, source in read_documents(input, input_format):
+            sent = source is not None or text != ""  # empty lines are answered here, not sent
+            pending.append((doc_id, text, source, sent))
+            if source is not None:
+                yield make_request(tokens=[source.tokens], request_id=str(doc_id), models=model or (), scores=scores)
+            elif sent:
+                yield make_request(text=text, request_id=str(doc_id), models=model or (), scores=scores)
+
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key) as client, atomic_output(output) as handle:
+            tasks = _tasks(client.list_models(), model or ())
+            bar = tqdm(desc="tagging", unit="doc", disable=not sys.stderr.isatty())
+
+            def write(item, response=None):
+                doc_id, text, source, _ = item
+                text = text if source is None else " ".join(source.tokens)
+                document = document_from_pb(response or pb.TagResponse(), text)
+                write_document(handle, output_format, doc_id, document, tasks, source)
+                bar.update()
+
+            for response in client.tag_stream(requests()):
+                while not pending[0][3]:
+                    write(pending.popleft())
+                write(pending.popleft(), response)
+            while pending:
+                write(pending.popleft())
+            bar.close()
+    except grpc.RpcError as error:
+        typer.echo(f"error: {error.code().name}: {error.details()}", err=True)
+        raise typer.Exit(1) from None
+    except (CorpusError, ValueError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _tasks(models, names) -> list[str]:
+    """Task names of the models a request uses, in model order (the first is the primary label)."""
+    chosen = [m for m in models.models if (m.name in names if names else m.default)]
+    return [t.name for m in chosen for t in m.tasks]
+
+
+if __name__ == "__main__":
+    app()

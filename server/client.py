@@ -1,0 +1,79 @@
+"""A small synchronous Python client for the tagging service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tagger_proto.v1 import tagger_pb2 as pb
+from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
+
+
+def make_request(text: str | None = None, tokens: Sequence[Sequence[str]] | None = None, request_id: str = "",
+                 models: Sequence[str] = (), scores: bool = False, tasks: Sequence[str] = ()) -> pb.TagRequest:
+    """A TagRequest for raw text or pre-tokenized sentences."""
+    request = pb.TagRequest(id=request_id, models=list(models), include_scores=scores, tasks=list(tasks))
+    if tokens is not None:
+        request.tokens.CopyFrom(pb.TokenizedDocument(sentences=[pb.TokenizedSentence(tokens=list(s)) for s in tokens]))
+    else:
+        request.text = text or ""
+    return request
+
+
+class TaggerClient:
+    """Connect to a server (TLS when ``ca`` is given; mutual TLS with ``cert`` and ``key``).
+
+    Example::
+
+        with TaggerClient("127.0.0.1:50051") as client:
+            response = client.tag("Barack Obama visited Paris.", scores=True)
+    """
+
+    def __init__(self, address: str, ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
+                 timeout: float | None = 30.0, max_message_bytes: int = 16 * 1024 * 1024,
+                 server_name: str | None = None):
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        if ca is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(ca).read_bytes(),
+                private_key=Path(key).read_bytes() if key else None,
+                certificate_chain=Path(cert).read_bytes() if cert else None)
+            self.channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
+        self.timeout = timeout
+        self.stub = pb_grpc.TaggerStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> "TaggerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def tag(self, text: str | None = None, tokens: Sequence[Sequence[str]] | None = None, models: Sequence[str] = (),
+            scores: bool = False, request_id: str = "", tasks: Sequence[str] = (),
+            timeout: float | None = None) -> pb.TagResponse:
+        request = make_request(text, tokens, request_id, models, scores, tasks)
+        return self.stub.Tag(request, timeout=timeout or self.timeout)
+
+    def tag_stream(self, requests: Iterable[pb.TagRequest], timeout: float | None = None) -> Iterator[pb.TagResponse]:
+        """Responses in request order; requests are read lazily, as the stream has room."""
+        return self.stub.TagStream(iter(requests), timeout=timeout)
+
+    def list_models(self) -> pb.ListModelsResponse:
+        return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+
+    def health(self, service: str = "") -> str:
+        """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN``."""
+        response = self.health_stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

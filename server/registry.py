@@ -1,0 +1,107 @@
+"""The loaded models: name -> (version, Tagger, micro-batcher), guarded by a lock and swapped
+as whole objects, so a request holds on to the entry it started with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tagger import ArtifactError, Tagger
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    version: str
+    tagger: Tagger
+    path: str
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def tasks(self) -> dict[str, str]:
+        return self.tagger.tasks
+
+
+class UnknownModel(KeyError):
+    """A model name the registry does not hold."""
+
+
+def model_version(directory: Path) -> str:
+    """``metrics.json``'s ``version`` if set, else the first 12 hex digits of the weights' SHA-256."""
+    try:
+        version = json.loads((directory / "metrics.json").read_text()).get("version")
+    except (OSError, ValueError):
+        version = None
+    if version:
+        return str(version)
+    digest = hashlib.sha256()
+    with open(directory / "weights.safetensors", "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def load_entry(name: str, directory: Path) -> ModelEntry:
+    """Load one model directory. Raises ArtifactError for a bad one."""
+    tagger = Tagger.load(directory)
+    tests: dict[str, dict[str, float]] = {}
+    try:
+        metrics: dict[str, Any] = json.loads((directory / "metrics.json").read_text())
+        for task, report in (metrics.get("test") or {}).items():
+            tests[task] = {k: float(report[k]) for k in ("accuracy", "precision", "recall", "f1") if k in report}
+    except (OSError, ValueError):
+        pass
+    return ModelEntry(name, model_version(directory), tagger, str(directory), tests)
+
+
+def discover(models_dir: Path) -> list[Path]:
+    """Model directories directly under ``models_dir`` (those holding a ``config.json``)."""
+    if not models_dir.is_dir():
+        raise ArtifactError(f"{models_dir}: no such models directory")
+    return sorted(p for p in models_dir.iterdir() if (p / "config.json").is_file())
+
+
+class ModelRegistry:
+    """Thread-safe name -> ModelEntry map with a list of default models."""
+
+    def __init__(self, entries: Iterable[ModelEntry] = (), defaults: Iterable[str] = ()):
+        self._lock = threading.Lock()
+        self._entries: dict[str, ModelEntry] = {e.name: e for e in entries}
+        self._defaults = list(defaults)
+
+    @classmethod
+    def from_directory(cls, models_dir: Path, defaults: Iterable[str] = ()) -> "ModelRegistry":
+        entries = [load_entry(p.name, p) for p in discover(models_dir)]
+        if not entries:
+            raise ArtifactError(f"{models_dir}: no model directories found")
+        names = {e.name for e in entries}
+        chosen = list(defaults) or (["en-joint"] if "en-joint" in names else sorted(names))
+        missing = [n for n in chosen if n not in names]
+        if missing:
+            raise ArtifactError(f"default model(s) {', '.join(missing)} not found in {models_dir}")
+        return cls(entries, chosen)
+
+    def get(self, name: str) -> ModelEntry:
+        with self._lock:
+            entry = self._entries.get(name)
+        if entry is None:
+            raise UnknownModel(name)
+        return entry
+
+    def put(self, entry: ModelEntry) -> None:
+        with self._lock:
+            self._entries = {**self._entries, entry.name: entry}
+
+    @property
+    def defaults(self) -> list[str]:
+        with self._lock:
+            return list(self._defaults)
+
+    def entries(self) -> list[ModelEntry]:
+        with self._lock:
+            return sorted(self._entries.values(), key=lambda e: e.name)

@@ -1,0 +1,184 @@
+"""The Tagger servicer: validation, micro-batched tagging, errors as gRPC status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from server.batcher import MicroBatcher, QueueFull
+from server.convert import document_to_pb, merge, model_info
+from server.metrics import Metrics
+from server.registry import ModelEntry, ModelRegistry, UnknownModel
+from server.settings import ServerSettings
+from tagger_proto.v1 import tagger_pb2 as pb
+from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
+
+log = logging.getLogger("tagger.server")
+
+
+class RequestError(Exception):
+    """A request the server refuses: carries the status code and a message for a person."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class TaggerService(pb_grpc.TaggerServicer):
+    def __init__(self, settings: ServerSettings, metrics: Metrics):
+        self.settings, self.metrics = settings, metrics
+        self.registry: ModelRegistry | None = None
+        self.batchers: dict[str, MicroBatcher] = {}
+
+    def attach(self, registry: ModelRegistry) -> None:
+        """Serve ``registry``'s models: one micro-batcher each (needs the running event loop)."""
+        self.batchers = {entry.name: self._batcher(entry) for entry in registry.entries()}
+        self.registry = registry
+
+    def _batcher(self, entry: ModelEntry) -> MicroBatcher:
+        name = entry.name
+
+        def on_batch(documents: int, tokens: int) -> None:
+            self.metrics.documents.labels(name).inc(documents)
+            self.metrics.tokens.labels(name).inc(tokens)
+            self.metrics.batch_size.labels(name).observe(documents)
+
+        batcher = MicroBatcher(entry.tagger, self.settings.batch_tokens, self.settings.batch_wait_ms,
+                               self.settings.max_queue_documents, on_batch)
+        batcher.start()
+        self.metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)
+        return batcher
+
+    async def close(self) -> None:
+        await asyncio.gather(*(b.close() for b in self.batchers.values()))
+
+    # --- RPCs -------------------------------------------------------------------------------
+
+    async def Tag(self, request: pb.TagRequest, context: grpc.aio.ServicerContext) -> pb.TagResponse:
+        started = time.perf_counter()
+        try:
+            response = await self._tag(request, context)
+        except RequestError as error:
+            self._count("Tag", error.code, started, request.id)
+            await context.abort(error.code, str(error))
+        self._count("Tag", grpc.StatusCode.OK, started, request.id)
+        return response
+
+    async def TagStream(self, requests: AsyncIterator[pb.TagRequest],
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TagResponse]:
+        """Responses in request order; up to a window of documents is tagged concurrently so
+        a stream fills micro-batches on its own."""
+        started = time.perf_counter()
+        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=64)
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await window.put(asyncio.ensure_future(self._tag(request, context)))
+            finally:
+                await window.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await window.get()) is not None:
+                try:
+                    yield await task
+                except RequestError as error:
+                    self._count("TagStream", error.code, started, "")
+                    await context.abort(error.code, str(error))
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            while not window.empty():
+                pending = window.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+        self._count("TagStream", grpc.StatusCode.OK, started, "")
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
+        started = time.perf_counter()
+        if self.registry is None:
+            self._count("ListModels", grpc.StatusCode.UNAVAILABLE, started, "")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "models are loading; retry shortly")
+        defaults = set(self.registry.defaults)
+        response = pb.ListModelsResponse(models=[model_info(e, e.name in defaults) for e in self.registry.entries()])
+        self._count("ListModels", grpc.StatusCode.OK, started, "")
+        return response
+
+    # --- work -------------------------------------------------------------------------------
+
+    async def _tag(self, request: pb.TagRequest, context: grpc.aio.ServicerContext) -> pb.TagResponse:
+        document = self._validate(request)
+        entries = self._models(request.models)
+        tasks = self._tasks(request.tasks, entries)
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        try:
+            results = await asyncio.gather(*(self.batchers[e.name].submit(document, request.include_scores, deadline)
+                                             for e in entries))
+        except QueueFull as error:
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {error}; retry with backoff") from None
+        except TimeoutError:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the document was tagged") from None
+        except ValueError as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        merged = merge(results, tasks) if len(results) > 1 or tasks else results[0]
+        return document_to_pb(merged, request.id, entries)
+
+    def _validate(self, request: pb.TagRequest) -> str | list[list[str]]:
+        which = request.WhichOneof("input")
+        limits = self.settings
+        if which is None:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty request: set text or tokens")
+        if which == "text":
+            if not request.text:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "text is empty")
+            if len(request.text) > limits.max_document_chars:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"text has {len(request.text):,} characters; "
+                                   f"the limit is {limits.max_document_chars:,} (split the document)")
+            return request.text
+        sentences = [list(s.tokens) for s in request.tokens.sentences]
+        if not sentences or not any(sentences):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "tokens holds no token")
+        count = sum(map(len, sentences))
+        if count > limits.max_tokens_per_request:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"{count:,} tokens; the limit is "
+                               f"{limits.max_tokens_per_request:,} per request")
+        for i, sentence in enumerate(sentences):
+            for j, token in enumerate(sentence):
+                if not token.strip():
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"sentence {i}, token {j} is empty or whitespace")
+        return sentences
+
+    def _models(self, names: Sequence[str]) -> list[ModelEntry]:
+        if self.registry is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "models are loading; retry shortly")
+        chosen = list(dict.fromkeys(names)) or self.registry.defaults
+        try:
+            entries = [self.registry.get(name) for name in chosen]
+        except UnknownModel as error:
+            known = ", ".join(e.name for e in self.registry.entries())
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no model {error.args[0]!r}; loaded: {known}") from None
+        if len({e.tagger.model.config.lang for e in entries}) > 1:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "the models tokenize different languages; "
+                               "request them separately")
+        return entries
+
+    def _tasks(self, tasks: Sequence[str], entries: Sequence[ModelEntry]) -> list[str]:
+        available = {t for e in entries for t in e.tasks}
+        unknown = [t for t in tasks if t not in available]
+        if unknown:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown task {', '.join(unknown)}; the models "
+                               f"offer {', '.join(sorted(available))}")
+        return list(tasks)
+
+    def _count(self, method: str, code: grpc.StatusCode, started: float, request_id: str) -> None:
+        seconds = time.perf_counter() - started
+        self.metrics.requests.labels(method, code.name).inc()
+        self.metrics.latency.labels(method).observe(seconds)
+        log.debug("rpc", extra={"method": method, "code": code.name, "ms": round(seconds * 1000, 2), "id": request_id})

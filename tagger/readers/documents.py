@@ -1,0 +1,55 @@
+"""Documents to tag: plain text lines, JSONL ``{"id", "text"}`` lines, or the sentences of a
+CoNLL-U or column file (already tokenized)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tagger.config import CorpusFormat
+from tagger.corpus import CorpusError, Sentence
+
+INPUT_FORMATS = ("auto", "text", "jsonl", "conllu", "columns")
+
+
+def read_documents(path: str | Path | None, input_format: str = "auto") -> Iterator[tuple[Any, str | None, Sentence | None]]:
+    """Yield ``(id, text, sentence)``: raw documents have ``text``, tokenized ones a Sentence.
+
+    Text lines are numbered from 1 (their id); JSONL lines keep their ``id`` (default: the
+    line number). ``auto`` reads JSONL when the first non-blank line starts with ``{``.
+    ``path`` None reads standard input.
+    """
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input format must be one of {', '.join(INPUT_FORMATS)}")
+    if input_format in ("conllu", "columns"):
+        if path is None:
+            raise CorpusError("<stdin>", 0, f"input format {input_format} needs a file")
+        from tagger.readers import read_sentences
+
+        for number, sentence in enumerate(read_sentences(path, CorpusFormat(format=input_format), labelled=False), 1):
+            yield sentence.sent_id or number, None, sentence
+        return
+    name = str(path) if path else "<stdin>"
+    handle = open(path, encoding="utf-8") if path else sys.stdin
+    with handle:
+        mode = input_format
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\n")
+            if mode == "auto" and line.strip():
+                mode = "jsonl" if line.lstrip().startswith("{") else "text"
+            if mode != "jsonl":
+                yield number, line, None
+                continue
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record["text"]
+                if not isinstance(text, str):
+                    raise TypeError
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise CorpusError(name, number, "expected a JSON object with a string 'text'") from None
+            yield record.get("id", number), text, None
