@@ -10,7 +10,7 @@ from tagger.batching import Example
 from tagger.config import TaggerConfig, TaskConfig
 from tagger.readers import load_corpus, read_conllu
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EWT = SHARED_DATA / "ud-english-ewt"
 UNER = SHARED_DATA / "uner-english-ewt"
 
