@@ -53,12 +53,14 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Job] | None = None
+        self._pending = 0  # submitted and not yet answered: queued, batching or being tagged
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
         self._worker: asyncio.Task | None = None
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize() if self._queue else 0
+        """Documents submitted and not yet answered."""
+        return self._pending
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -77,13 +79,15 @@ class MicroBatcher:
         """Queue a document and wait for its result. ``deadline`` is a ``time.monotonic()`` value."""
         if self._queue is None:
             raise RuntimeError("batcher not started")
-        if self._queue.qsize() >= self.max_queue:
-            raise QueueFull(f"{self.max_queue} documents are queued")
+        if self._pending >= self.max_queue:
+            raise QueueFull(f"{self.max_queue} documents are waiting")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Job(document, scores, estimate_tokens(document), future, deadline))
+        self._pending += 1
         try:
             return await future
         finally:
+            self._pending -= 1
             future.cancel()  # no-op when done; marks abandoned work so the worker skips it
 
     async def _run(self) -> None:

@@ -1,0 +1,120 @@
+"""`tagger serve` as a real process: startup, the client CLI, SIGTERM while requests are in flight."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from typer.testing import CliRunner
+
+from server.cli import app
+from server.client import TaggerClient
+
+TAGGER = [sys.executable, "-m", "server.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def process(models_dir, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([*TAGGER, "serve", "--port", str(port), "--models", str(models_dir), "--log-json"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+    address = f"127.0.0.1:{port}"
+    with TaggerClient(address, timeout=2) as client:
+        for _ in range(120):
+            try:
+                if client.health() == "SERVING":
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.25)
+        else:
+            proc.kill()
+            pytest.fail("server did not start: " + (tmp_path / "server.log").read_text())
+    yield proc, address, tmp_path / "server.log"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_lets_in_flight_requests_finish(process):
+    proc, address, log = process
+    text = "The quick brown fox jumps over the lazy dog in New York . " * 400
+    with TaggerClient(address, timeout=60) as client, concurrent.futures.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(client.tag, text, request_id=str(i)) for i in range(16)]
+        time.sleep(0.3)  # requests are in flight
+        proc.send_signal(signal.SIGTERM)
+        responses = [f.result(timeout=60) for f in futures]
+        assert sorted(r.id for r in responses) == sorted(str(i) for i in range(16))
+        assert all(len(r.sentences) > 0 for r in responses)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(grpc.RpcError) as error:
+            client.tag("After shutdown .", timeout=3)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any("draining" in line["message"] for line in lines)
+    assert lines[-1]["message"] == "stopped"
+
+
+def test_client_cli_tag_and_tag_file(process, tmp_path, shared_data):
+    _, address, _ = process
+    runner = CliRunner()
+    result = runner.invoke(app, ["client", "tag", "--server", address, "--text", "Angela Merkel visited Paris ."])
+    assert result.exit_code == 0, result.output
+    response = json.loads(result.stdout)
+    assert [t["text"] for t in response["sentences"][0]["tokens"]] == ["Angela", "Merkel", "visited", "Paris", "."]
+
+    texts = [f"Line {i} about Berlin ." if i % 10 else "" for i in range(300)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": f"doc{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["client", "tag-file", "--server", address, "--input", str(source), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"doc{i}" for i in range(300)]
+    for record, text in zip(records, texts):
+        assert all(text[t["start"]:t["end"]] == t["text"] for t in record["tokens"])
+        assert bool(record["tokens"]) == bool(text)
+        assert all(set(t["labels"]) == {"upos", "ner"} for t in record["tokens"])
+
+    conllu = tmp_path / "dev.conllu"
+    blocks = (shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu").read_text().split("\n\n")[:25]
+    conllu.write_text("\n\n".join(blocks) + "\n\n")
+    out = tmp_path / "out.conllu"
+    result = runner.invoke(app, ["client", "tag-file", "--server", address, "--input", str(conllu),
+                                 "--output", str(out), "--output-format", "conllu"])
+    assert result.exit_code == 0, result.output
+    from tagger.readers import read_conllu
+    gold, tagged = list(read_conllu(conllu)), list(read_conllu(out))
+    assert [s.sent_id for s in tagged] == [s.sent_id for s in gold]
+    assert [s.tokens for s in tagged] == [s.tokens for s in gold]
+    assert all("ner=" in row[9] for s in tagged for row in s.rows)
+
+
+def test_client_cli_reports_errors(process):
+    _, address, _ = process
+    result = CliRunner().invoke(app, ["client", "tag", "--server", address, "--text", "x", "--model", "missing"])
+    assert result.exit_code == 1
+    assert "NOT_FOUND" in result.output and "no model 'missing'" in result.output
+
+
+def test_serve_refuses_bad_settings(tmp_path):
+    result = subprocess.run([*TAGGER, "serve", "--models", str(tmp_path / "none"), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "TAGGER_LOG_LEVEL": "info"})
+    assert result.returncode == 2
+    assert "no such models directory" in result.stderr

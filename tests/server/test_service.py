@@ -1,0 +1,203 @@
+"""Every RPC and every error code against a real server and a real client."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from server.client import TaggerClient, make_request
+from tagger import Tagger
+from tagger_proto.v1 import tagger_pb2 as pb
+
+from .conftest import running_server
+
+TEXT = "Barack Obama visited  Paris last week.\n\nThen he flew to Berlin with Angela Merkel 👩‍👩‍👧."
+
+
+def assert_round_trip(response: pb.TagResponse, text: str) -> None:
+    for sentence in response.sentences:
+        for token in sentence.tokens:
+            assert text[token.start:token.end] == token.text
+        for entity in sentence.entities:
+            assert text[entity.start:entity.end] == entity.text
+            assert entity.start == sentence.tokens[entity.token_start].start
+            assert entity.end == sentence.tokens[entity.token_end - 1].end
+
+
+def test_tag_text_applies_default_models_with_offsets(client, models_dir):
+    response = client.tag(TEXT, scores=True, request_id="doc-1")
+    assert response.id == "doc-1"
+    assert [(m.name, len(m.version)) for m in response.models] == [("pos", 12), ("ner", 12)]
+    assert_round_trip(response, TEXT)
+    expected = Tagger.load(models_dir / "pos").tag(TEXT)
+    tokens = [t for s in response.sentences for t in s.tokens]
+    assert [t.labels["upos"].value for t in tokens] == [t.labels["upos"].value for s in expected.sentences for t in s.tokens]
+    assert all(set(t.labels) == {"upos", "ner"} for t in tokens)
+    assert all(0 < t.labels["upos"].score <= 1.0 for t in tokens)
+    ner = Tagger.load(models_dir / "ner").tag(TEXT)
+    assert [(e.label, e.start, e.end) for s in response.sentences for e in s.entities] == \
+        [(e.label, e.start, e.end) for s in ner.sentences for e in s.entities]
+
+
+def test_scores_are_zero_unless_asked_and_tasks_filter(client):
+    response = client.tag(TEXT, models=["pos"], tasks=["upos"])
+    assert [m.name for m in response.models] == ["pos"]
+    tokens = [t for s in response.sentences for t in s.tokens]
+    assert tokens and all(set(t.labels) == {"upos"} and t.labels["upos"].score == 0 for t in tokens)
+
+
+def test_tag_pre_tokenized(client):
+    sentences = [["New", "York", "is", "big", "."], ["Yes", "!"]]
+    response = client.tag(tokens=sentences, models=["pos"])
+    assert [[t.text for t in s.tokens] for s in response.sentences] == sentences
+    assert_round_trip(response, "New York is big .\nYes !")
+
+
+def test_whitespace_only_text_gives_no_sentences(client):
+    assert list(client.tag(" \n\t ").sentences) == []
+
+
+def test_stream_keeps_order_and_ids_over_1000_documents(client):
+    texts = [f"Document number {i} mentions {'Paris' if i % 2 else 'London'} ." * (1 + i % 3) for i in range(1000)]
+    requests = (make_request(text=t, request_id=f"d{i}", models=["pos"]) for i, t in enumerate(texts))
+    responses = list(client.tag_stream(requests))
+    assert [r.id for r in responses] == [f"d{i}" for i in range(1000)]
+    for response, text in zip(responses[::97], texts[::97]):
+        assert_round_trip(response, text)
+        assert " ".join(t.text for s in response.sentences for t in s.tokens).replace(" ", "") == text.replace(" ", "")
+
+
+def test_list_models(client):
+    models = {m.name: m for m in client.list_models().models}
+    assert set(models) == {"pos", "ner"}
+    assert models["pos"].default and models["ner"].default
+    ner_task = models["ner"].tasks[0]
+    assert (ner_task.name, ner_task.kind) == ("ner", "span")
+    assert {"B-PER", "I-PER", "O"} <= set(ner_task.labels)
+    assert models["pos"].tasks[0].name == "upos" and "NOUN" in models["pos"].tasks[0].labels
+    assert len(models["pos"].version) == 12
+
+
+@pytest.mark.parametrize("request_kwargs, code, message", [
+    ({}, grpc.StatusCode.INVALID_ARGUMENT, "set text or tokens"),
+    ({"text": ""}, grpc.StatusCode.INVALID_ARGUMENT, "text is empty"),
+    ({"tokens": [["a", " "]]}, grpc.StatusCode.INVALID_ARGUMENT, "sentence 0, token 1 is empty"),
+    ({"tokens": [[]]}, grpc.StatusCode.INVALID_ARGUMENT, "no token"),
+    ({"text": "x", "models": ["nope"]}, grpc.StatusCode.NOT_FOUND, "no model 'nope'"),
+    ({"text": "x", "tasks": ["lemma"]}, grpc.StatusCode.INVALID_ARGUMENT, "unknown task lemma"),
+    ({"text": "x" * 1_000_001}, grpc.StatusCode.INVALID_ARGUMENT, "the limit is 1,000,000"),
+])
+def test_bad_requests_get_clear_status(client, request_kwargs, code, message):
+    request = pb.TagRequest(**{k: v for k, v in request_kwargs.items() if k in ("models", "tasks")})
+    if "text" in request_kwargs:
+        request.text = request_kwargs["text"]
+    if "tokens" in request_kwargs:
+        request.tokens.CopyFrom(make_request(tokens=request_kwargs["tokens"]).tokens)
+    with pytest.raises(grpc.RpcError) as error:
+        client.stub.Tag(request, timeout=30)
+    assert error.value.code() == code
+    assert message in error.value.details()
+    assert client.tag("Still serving.").sentences  # a bad request never affects others
+
+
+def test_bad_request_in_a_stream_ends_it_with_its_status(client):
+    requests = [make_request(text="fine", request_id="1"), make_request(text="", request_id="2")]
+    received = []
+    with pytest.raises(grpc.RpcError) as error:
+        for response in client.tag_stream(iter(requests)):
+            received.append(response.id)
+    assert received == ["1"]
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_message_size_limit(loop_thread, models_dir):
+    with running_server(loop_thread, models_dir, max_message_bytes=64 * 1024) as running:
+        with TaggerClient(f"127.0.0.1:{running.port}") as client:
+            with pytest.raises(grpc.RpcError) as error:
+                client.tag("word " * 20_000)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_health_and_reflection(client, server):
+    health = health_pb2_grpc.HealthStub(client.channel)
+    for service in ("", "tagger.v1.Tagger"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+    answer = next(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    names = {s.name for s in answer.list_services_response.service}
+    assert {"tagger.v1.Tagger", "grpc.health.v1.Health"} <= names
+
+
+def test_not_serving_until_models_attached(loop_thread, models_dir):
+    from server.app import build_server
+    from server.registry import ModelRegistry
+    from server.settings import ServerSettings
+
+    settings = ServerSettings(port=0, models=models_dir, default_models=["pos"])
+    running = loop_thread.run(build_server(settings))
+    try:
+        with TaggerClient(f"127.0.0.1:{running.port}") as client:
+            assert client.health() == "NOT_SERVING"
+            with pytest.raises(grpc.RpcError) as error:
+                client.tag("Loading?")
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+            loop_thread.run(running.attach(ModelRegistry.from_directory(models_dir, ["pos"])))
+            assert client.health("tagger.v1.Tagger") == "SERVING"
+            assert client.tag("Loaded.").sentences
+    finally:
+        loop_thread.run(running.stop(0))
+
+
+def test_full_queue_answers_resource_exhausted(loop_thread, models_dir):
+    # A long batch wait keeps documents queued, so a queue of 2 fills up.
+    with running_server(loop_thread, models_dir, max_queue_documents=2, batch_wait_ms=300) as running:
+        with TaggerClient(f"127.0.0.1:{running.port}") as client:
+            with concurrent.futures.ThreadPoolExecutor(12) as pool:
+                futures = [pool.submit(client.tag, f"Sentence {i} .", models=["pos"]) for i in range(12)]
+                codes = []
+                for future in futures:
+                    try:
+                        future.result()
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.RpcError as error:
+                        codes.append(error.code())
+                        assert "server busy" in error.details()
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes and grpc.StatusCode.OK in codes
+    assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def documents_tagged(running) -> float:
+    return sum(s.value for metric in running.metrics.documents.collect() for s in metric.samples
+               if s.name.endswith("_total"))
+
+
+def test_deadline_and_cancellation_drop_the_work(loop_thread, models_dir):
+    with running_server(loop_thread, models_dir, batch_wait_ms=400) as running:
+        with TaggerClient(f"127.0.0.1:{running.port}") as client:
+            with pytest.raises(grpc.RpcError) as error:
+                client.tag("Too slow for this deadline .", models=["pos"], timeout=0.1)
+            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            call = client.stub.Tag.future(make_request(text="Cancelled soon .", models=["pos"]), timeout=30)
+            time.sleep(0.1)
+            assert call.cancel()
+            time.sleep(0.8)  # past the batch window: the worker has seen both jobs
+            assert documents_tagged(running) == 0  # neither was computed
+            assert client.tag("Computed .", models=["pos"]).sentences
+            assert documents_tagged(running) == 1
+
+
+def test_metrics_endpoint(client, server):
+    client.tag("Metrics please .")
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'tagger_requests_total{code="OK",method="Tag"}' in body
+    assert "tagger_request_seconds_bucket" in body
+    assert 'tagger_tokens_total{model="pos"}' in body
+    assert "tagger_batch_documents_bucket" in body and "tagger_queue_documents" in body
+    assert "process_resident_memory_bytes" in body
