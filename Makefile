@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench models proto serve clean
+.PHONY: setup test bench bench-serve models proto serve clean
 
 setup: $(STAMP)
 
@@ -35,3 +35,7 @@ proto: setup
 # Serve the bundled models on 127.0.0.1:50051 (health, reflection; Ctrl-C drains and stops).
 serve: setup
 	$(BIN)/tagger serve --host 127.0.0.1 --port 50051 --models models
+
+# Serving latency and throughput on loopback at 1/8/32/64 clients (bounded, about a minute).
+bench-serve: setup
+	$(BIN)/python scripts/bench_serve.py

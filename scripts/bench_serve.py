@@ -1,0 +1,135 @@
+"""Serving benchmark on loopback: single-sentence Tag latency and throughput at several
+concurrency levels, TagStream throughput, and in-process batch throughput, in one run.
+
+Usage: python scripts/bench_serve.py [--models models] [--seconds 8] [--levels 1 8 32 64]
+
+Starts `tagger serve` as a subprocess on a free port, sends EWT test sentences (raw text),
+and stops the server. Bounded in time: each level runs for --seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EWT_TEST = ROOT.parent / "shared" / "data" / "ud-english-ewt" / "en_ewt-ud-test.conllu"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def run_level(address: str, texts: list[str], clients: int, seconds: float) -> dict:
+    import grpc
+
+    from server.client import make_request
+    from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
+
+    latencies: list[float] = []
+    tokens = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.TaggerStub(channel)
+        stop_at = time.perf_counter() + seconds
+
+        async def client(offset: int) -> None:
+            nonlocal tokens
+            i = offset
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                response = await stub.Tag(make_request(text=texts[i % len(texts)]), timeout=30)
+                latencies.append(time.perf_counter() - started)
+                tokens += sum(len(s.tokens) for s in response.sentences)
+                i += clients
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client(k) for k in range(clients)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"clients": clients, "requests": len(latencies), "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[max(0, int(len(latencies) * 0.99) - 1)], "tokens_per_s": tokens / elapsed}
+
+
+async def run_stream(address: str, texts: list[str]) -> float:
+    import grpc
+
+    from server.client import make_request
+    from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = pb_grpc.TaggerStub(channel)
+        started = time.perf_counter()
+        tokens = 0
+        async for response in stub.TagStream(iter([make_request(text=t, request_id=str(i)) for i, t in enumerate(texts)])):
+            tokens += sum(len(s.tokens) for s in response.sentences)
+        return tokens / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
+    args = parser.parse_args()
+
+    from server.client import TaggerClient
+    from server.registry import ModelRegistry
+    from tagger.readers import read_conllu
+
+    texts = [s.text for s in read_conllu(EWT_TEST, None) if s.text and 15 <= len(s.tokens) <= 25]
+    registry = ModelRegistry.from_directory(args.models)
+    taggers = [registry.get(name).tagger for name in registry.defaults]
+    for tagger in taggers:
+        tagger.tag_texts(texts[:100], scores=False)
+    started = time.perf_counter()
+    in_process_tokens = 0
+    for tagger in taggers:  # the server runs each default model on each request
+        in_process_tokens = sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
+    in_process = in_process_tokens / (time.perf_counter() - started)
+    del registry, taggers
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port),
+                               "--models", str(args.models), "--log-level", "warning"], cwd=ROOT)
+    try:
+        with TaggerClient(address, timeout=2) as probe:
+            for _ in range(240):
+                try:
+                    if probe.health() == "SERVING":
+                        break
+                except Exception:
+                    pass
+                time.sleep(0.25)
+        asyncio.run(run_level(address, texts, 4, 1.0))  # warm-up
+        rows = [asyncio.run(run_level(address, texts, level, args.seconds)) for level in args.levels]
+        stream = asyncio.run(run_stream(address, texts))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+    print(f"# serving benchmark: models {', '.join(sorted(p.name for p in args.models.iterdir() if p.is_dir()))} "
+          f"(defaults applied per request), {len(texts)} EWT test sentences of 15-25 tokens, raw text")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; client and server share them")
+    print("| clients | requests | p50 ms | p99 ms | tokens/s | of in-process |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row['clients']} | {row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+              f"{row['tokens_per_s']:,.0f} | {100 * row['tokens_per_s'] / in_process:.0f}% |")
+    print(f"\nTagStream: {stream:,.0f} tokens/s ({100 * stream / in_process:.0f}% of in-process); "
+          f"in-process batch: {in_process:,.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()
