@@ -67,6 +67,7 @@ class ModelConfig(_Strict):
     lowercase: bool = True
     vectors: str | None = Field(None, description="glove-6b-50d, or a GloVe/word2vec text file")
     max_vectors: int = Field(50_000, ge=0, description="most frequent pretrained words kept beyond the training vocabulary")
+    freeze_vectors: bool = Field(False, description="keep pretrained rows fixed (train only words without a vector)")
     min_count: int = Field(1, ge=1, description="training words seen fewer times map to the unknown word")
     word_dropout: float = Field(0.05, ge=0, lt=1, description="chance a training word is replaced by the unknown word")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout on embeddings and encoder outputs")

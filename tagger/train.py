@@ -51,9 +51,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_vocabularies(config: TaggerConfig, train: Sequence[Example]) -> tuple[Vocab, Vocab, dict[str, Vocab], np.ndarray | None]:
+def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
+                       ) -> tuple[Vocab, Vocab, dict[str, Vocab], np.ndarray | None, np.ndarray | None]:
     """Word, character and label vocabularies from the training data, plus the pretrained
-    rows for the word vocabulary (None without vectors).
+    rows for the word vocabulary and which rows came from the vectors (both None without vectors).
 
     With vectors, the word vocabulary is the training words plus the ``max_vectors`` most
     frequent pretrained words, so the model stays small yet knows common unseen words.
@@ -70,7 +71,7 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example]) -> tuple[
         else:
             labels[task.name] = Vocab(sorted(set(seen)), specials=False)
     if not mc.vectors:
-        return Vocab.build(counts, mc.min_count), Vocab.build(char_counts), labels, None
+        return Vocab.build(counts, mc.min_count), Vocab.build(char_counts), labels, None, None
     vector_words, matrix = load_vectors(mc.vectors)
     row_of = {w: i for i, w in enumerate(vector_words)}
     extra = [w for w in vector_words[: mc.max_vectors]]
@@ -78,11 +79,13 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example]) -> tuple[
     rng = np.random.default_rng(config.train.seed)
     table = rng.normal(0, float(matrix.std()), size=(len(words), matrix.shape[1])).astype(np.float32)
     table[0] = 0
+    pretrained = np.zeros(len(words), dtype=bool)
     for i, word in enumerate(words.items):
         row = row_of.get(word)
         if row is not None:
             table[i] = matrix[row]
-    return words, Vocab.build(char_counts), labels, table
+            pretrained[i] = True
+    return words, Vocab.build(char_counts), labels, table, pretrained
 
 
 def evaluate_model(model: Model, data: Sequence[Example]) -> dict[str, dict[str, Any]]:
@@ -122,7 +125,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
     if tc.max_sentences:
         train_data = train_data[: tc.max_sentences]
     output = Path(output)
-    words, chars, labels, table = build_vocabularies(config, train_data)
+    words, chars, labels, table, pretrained = build_vocabularies(config, train_data)
     if table is not None:
         config = config.model_copy(deep=True)
         config.model.word_dim = table.shape[1]
@@ -130,6 +133,9 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
     network = model.network
     if table is not None:
         network.word_embed.weight.data.copy_(torch.from_numpy(table))
+        if config.model.freeze_vectors:  # pretrained rows get no gradient; the others learn
+            trainable = torch.from_numpy(~pretrained).unsqueeze(1).float()  # (V, 1)
+            network.word_embed.weight.register_hook(lambda grad: grad * trainable)
     optimizer = _optimizer(config, network)
     steps_per_epoch = math.ceil(len(train_data) / tc.batch_size)
     scheduler = _scheduler(config, optimizer, steps_per_epoch)

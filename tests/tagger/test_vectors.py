@@ -63,11 +63,35 @@ def test_vocabulary_keeps_training_words_plus_top_vectors(tmp_path):
     config.model.tasks = [TaskConfig(name="upos", kind="tag")]
     config.model.vectors, config.model.max_vectors = str(path), 2
     train = [Example(("Paris", "is", "nice"), {"upos": ("PROPN", "AUX", "ADJ")})]
-    words, chars, labels, table = build_vocabularies(config, train)
+    words, chars, labels, table, pretrained = build_vocabularies(config, train)
     assert words.items[:2] == ["<pad>", "<unk>"]
     assert {"paris", "is", "nice", "the", ","} == set(words.items[2:])  # top 2 vectors, not berlin/rome
     assert table.shape == (len(words), 3)
     np.testing.assert_allclose(table[words.id("paris")], [1.5, -2, 0.75])
     np.testing.assert_allclose(table[0], 0)
+    assert [words.items[i] for i in np.flatnonzero(pretrained)] == ["paris", "the", ","]
     assert labels["upos"].items == ["ADJ", "AUX", "PROPN"]
     assert "P" in chars and "<unk>" in chars
+
+
+def test_frozen_vectors_stay_fixed_while_other_rows_learn(tmp_path, ewt_sentences):
+    import torch
+
+    from tagger.train import train
+
+    path = tmp_path / "glove.txt"
+    path.write_text("the 0.1 0.2 0.3\n. -0.5 0.25 1\nof 1.5 -2 0.75\n")
+    config = TaggerConfig()
+    config.model.tasks = [TaskConfig(name="upos", kind="tag")]
+    config.model.vectors, config.model.freeze_vectors = str(path), True
+    config.model.char.hidden, config.model.encoder.hidden = 8, 16
+    config.train.epochs = 1
+    examples = [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["train"][:80]]
+    result = train(config, examples, examples[:10], tmp_path / "m", progress=False)
+    weights = result.model.network.word_embed.weight
+    words = result.model.featurizer.words
+    assert torch.allclose(weights[words.id("of")], torch.tensor([1.5, -2, 0.75]))
+    assert torch.allclose(weights[words.id("the")], torch.tensor([0.1, 0.2, 0.3]))
+    _, _, _, table, _ = build_vocabularies(config, examples)  # the same seeded start
+    assert not torch.allclose(weights[words.id("in")], torch.from_numpy(table[words.id("in")]))
+    assert result.model.config.model.word_dim == 3
