@@ -45,8 +45,11 @@ class RunningServer:
         self.service.attach(registry)
         await self.set_serving(True)
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float, drain: float = 0.0) -> None:
+        """NOT_SERVING; after ``drain`` seconds refuse new calls; give in-flight ones ``grace``."""
         await self.set_serving(False)
+        if drain:
+            await asyncio.sleep(drain)
         await self.server.stop(grace)
         await self.service.close()
 
@@ -133,5 +136,5 @@ async def serve(settings: ServerSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info(f"draining: up to {settings.grace_seconds:g}s for in-flight requests")
-    await running.stop(settings.grace_seconds)
+    await running.stop(settings.grace_seconds, settings.drain_seconds)
     log.info("stopped")

@@ -33,6 +33,8 @@ class ServerSettings(BaseSettings):
     batch_tokens: int = Field(4096, ge=1, description="micro-batch token budget")
     batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a micro-batch waits to fill")
     grace_seconds: float = Field(10.0, ge=0, description="shutdown grace for in-flight requests")
+    drain_seconds: float = Field(0.0, ge=0, description="on shutdown, report NOT_SERVING this long before "
+                                 "refusing new calls, so load balancers can move traffic away")
     keepalive_time_ms: int = Field(30_000, ge=1000)
     keepalive_timeout_ms: int = Field(10_000, ge=1000)
     tls_cert: Path | None = None

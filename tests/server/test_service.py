@@ -201,3 +201,20 @@ def test_metrics_endpoint(client, server):
     assert 'tagger_tokens_total{model="pos"}' in body
     assert "tagger_batch_documents_bucket" in body and "tagger_queue_documents" in body
     assert "process_resident_memory_bytes" in body
+
+
+def test_draining_reports_not_serving_then_refuses(loop_thread, models_dir):
+    import asyncio
+
+    with running_server(loop_thread, models_dir) as running:
+        with TaggerClient(f"127.0.0.1:{running.port}") as client:
+            assert client.health() == "SERVING"
+            stopping = asyncio.run_coroutine_threadsafe(running.stop(grace=5, drain=1.0), loop_thread.loop)
+            time.sleep(0.3)
+            assert client.health() == "NOT_SERVING"
+            assert client.health("tagger.v1.Tagger") == "NOT_SERVING"
+            assert client.tag("Still answered while draining .", models=["pos"]).sentences
+            stopping.result(10)
+            with pytest.raises(grpc.RpcError) as error:
+                client.tag("Refused .", timeout=3)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
