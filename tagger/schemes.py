@@ -64,17 +64,6 @@ def is_span_label(label: str) -> bool:
     return label == "O" or _LABEL.match(label) is not None
 
 
-def looks_like_spans(labels: Iterable[str]) -> bool:
-    """True when every label is ``O`` or ``P-TYPE`` and at least one is not ``O``."""
-    seen_span = False
-    for label in labels:
-        if label != "O":
-            if _LABEL.match(label) is None:
-                return False
-            seen_span = True
-    return seen_span
-
-
 def detect_scheme(sentences: Iterable[Sequence[str]]) -> Scheme:
     """Guess the scheme of a corpus from its label sequences.
 

@@ -13,7 +13,7 @@ from tagger.config import CorpusFormat
 from tagger.corpus import CorpusError, Sentence, read_lines
 from tagger.readers.columns import ColumnLayout, detect_layout, read_columns
 from tagger.readers.conllu import read_conllu
-from tagger.schemes import Scheme, SchemeError, check_labels, convert, detect_scheme, looks_like_spans, normalise_scheme
+from tagger.schemes import Scheme, SchemeError, check_labels, convert, detect_scheme, is_span_label, normalise_scheme
 
 __all__ = ["Corpus", "ColumnLayout", "detect_format", "detect_layout", "load_corpus", "read_columns",
            "read_conllu", "read_sentences", "READERS"]
@@ -72,12 +72,18 @@ def read_sentences(path: str | Path, fmt: CorpusFormat, labelled: bool = True) -
     return read_columns(path, layout, unlabelled=not labelled)
 
 
+def _span_labelled(sentences: list[Sentence]) -> bool:
+    """Span labels: ``O`` occurs and some label is ``P-TYPE`` (no POS tag set has both)."""
+    labels = {label for s in sentences for label in s.labels or ()}
+    return "O" in labels and any(is_span_label(label) and label != "O" for label in labels)
+
+
 def load_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat(), kind: Kind | None = None) -> Corpus:
     """Read a whole labelled corpus and convert span labels to IOB2.
 
     Args:
-        kind: ``span`` or ``tag``; None detects it (span when every label is ``O`` or
-            ``P-TYPE``). Pass the model's kind when evaluating, so an all-``O`` file still
+        kind: ``span`` or ``tag``; None detects it (span when ``O`` and ``P-TYPE``
+            labels occur; any other label is then an error). Pass the model's kind when evaluating, so an all-``O`` file still
             counts as a span corpus.
 
     Raises:
@@ -87,8 +93,7 @@ def load_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat(), kind: Kind
     if not sentences:
         raise CorpusError(path, 0, "no sentences found")
     if kind is None:
-        kind = "span" if fmt.scheme != "auto" or looks_like_spans(
-            label for s in sentences for label in s.labels or ()) else "tag"
+        kind = "span" if fmt.scheme != "auto" or _span_labelled(sentences) else "tag"
     if kind == "tag":
         return Corpus(str(path), sentences, "tag")
     try:

@@ -91,12 +91,15 @@ def read_columns(path: str | Path, layout: ColumnLayout | None = None, unlabelle
     labels: list[str] = []
     lines: list[int] = []
     comments: list[str] = []
+    start = 0
     for number, line in read_lines(path):
         if not line.strip() or line.startswith(DOCSTART):
             if tokens:
-                yield _sentence(tokens, labels, lines, comments, label_index)
+                yield _sentence(tokens, labels, lines, comments, label_index, start)
             tokens, labels, lines, comments = [], [], [], []
             continue
+        if not tokens and not comments:
+            start = number
         fields = _split(line, layout.delimiter)
         if _is_comment(line, len(fields), layout.columns):
             if tokens:
@@ -115,16 +118,16 @@ def read_columns(path: str | Path, layout: ColumnLayout | None = None, unlabelle
         tokens.append(token)
         lines.append(number)
     if tokens:
-        yield _sentence(tokens, labels, lines, comments, label_index)
+        yield _sentence(tokens, labels, lines, comments, label_index, start)
 
 
 def _sentence(tokens: list[str], labels: list[str], lines: list[int], comments: list[str],
-              label_index: int | None) -> Sentence:
+              label_index: int | None, start: int) -> Sentence:
     meta = dict((k.strip(), v.strip()) for k, _, v in (c.partition("=") for c in comments) if _)
     return Sentence(
         tokens=tuple(tokens),
         labels=tuple(labels) if label_index is not None else None,
-        line=lines[0],
+        line=start,
         sent_id=meta.get("sent_id"),
         text=meta.get("text"),
         comments=tuple(comments),
