@@ -23,8 +23,8 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
     models: Path = Field(Path("models"), description="directory of model directories")
-    default_models: list[str] = Field(default_factory=list, description="used when a request names none; "
-                                      "empty: en-joint if present, else every model")
+    default_models: list[str] | None = Field(None, min_length=1, description="used when a request names none; unset: "
+                                             "en-pos and en-ner when both are present, else every model")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics over HTTP")
     max_message_bytes: int = Field(16 * MIB, ge=1024)
     max_document_chars: int = Field(1_000_000, ge=1)
