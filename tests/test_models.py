@@ -22,7 +22,6 @@ TEST_SETS = {  # task -> (file, label column)
     "ner": (DATA / "uner-english-ewt" / "en_ewt-ud-test.iob2", None),
 }
 BUNDLED = sorted(p.name for p in (ROOT / "models").glob("*") if (p / "weights.safetensors").is_file())
-TARGETS = {("en-pos", "upos"): 0.960, ("en-pos", "xpos"): 0.955, ("en-ner", "ner"): 0.820}
 
 
 def main(report: dict) -> float:
@@ -42,14 +41,11 @@ def test_bundled_model_scores_match_its_card(name):
         report = evaluate_labels([list(s.labels) for s in corpus.sentences], predicted, task.kind)
         assert report["tokens"] == card["test"][task.name]["tokens"]
         assert 100 * main(report) == pytest.approx(100 * main(card["test"][task.name]), abs=0.05), task.name
-        assert f"### {task.name} on test" in readme
-        target = TARGETS.get((name, task.name))
-        if target is not None:
-            assert main(report) >= target, f"{name} {task.name} below its target"
+        assert f"### {task.name} on test: token accuracy {100 * report['accuracy']:.2f}%" in readme
 
 
 def test_bundled_models_are_small_and_self_describing():
-    assert BUNDLED, "no bundled model in models/"
+    assert BUNDLED == ["en-joint", "en-ner", "en-pos"]
     for name in BUNDLED:
         directory = ROOT / "models" / name
         size = sum(p.stat().st_size for p in directory.iterdir())
