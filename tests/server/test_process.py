@@ -32,7 +32,8 @@ def free_port() -> int:
 def process(models_dir, tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([*TAGGER, "serve", "--port", str(port), "--models", str(models_dir), "--log-json"],
+    proc = subprocess.Popen([*TAGGER, "serve", "--port", str(port), "--models", str(models_dir), "--log-json",
+                             "--log-level", "debug"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
     address = f"127.0.0.1:{port}"
     with TaggerClient(address, timeout=2) as client:
@@ -106,11 +107,15 @@ def test_client_cli_tag_and_tag_file(process, tmp_path, shared_data):
     assert all("ner=" in row[9] for s in tagged for row in s.rows)
 
 
-def test_client_cli_reports_errors(process):
-    _, address, _ = process
+def test_client_cli_reports_errors_and_requests_are_logged(process):
+    _, address, log = process
     result = CliRunner().invoke(app, ["client", "tag", "--server", address, "--text", "x", "--model", "missing"])
     assert result.exit_code == 1
     assert "NOT_FOUND" in result.output and "no model 'missing'" in result.output
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["message"] == "rpc"]
+    assert {"method": "Tag", "code": "NOT_FOUND"}.items() <= requests[-1].items()
+    assert requests[-1]["level"] == "debug" and requests[-1]["ms"] >= 0
 
 
 def test_serve_refuses_bad_settings(tmp_path):
