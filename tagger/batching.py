@@ -13,6 +13,9 @@ from tagger.schemes import convert
 from tagger.vocab import Vocab
 
 
+CHAR_CACHE_SIZE = 200_000
+
+
 @dataclass(frozen=True)
 class Example:
     """Tokens and, for training and evaluation, labels per task (IOB2 for span tasks).
@@ -59,15 +62,23 @@ class Featurizer:
         self.words, self.chars, self.labels = words, chars, dict(labels)
         self.lowercase, self.max_chars = lowercase, max_chars
         self.encodings = dict(encodings or {})
+        self._char_cache: dict[str, list[int]] = {}  # form -> char ids; forms repeat a lot (Zipf)
 
     def word_key(self, token: str) -> str:
         return token.lower() if self.lowercase else token
 
     def _char_ids(self, token: str) -> list[int]:
-        if len(token) > self.max_chars:  # keep prefix and suffix, where morphology lives
+        cached = self._char_cache.get(token)
+        if cached is not None:
+            return cached
+        form = token
+        if len(form) > self.max_chars:  # keep prefix and suffix, where morphology lives
             head = self.max_chars // 2
-            token = token[:head] + token[len(token) - (self.max_chars - head):]
-        return self.chars.ids(token)
+            form = form[:head] + form[len(form) - (self.max_chars - head):]
+        ids = self.chars.ids(form)
+        if len(self._char_cache) < CHAR_CACHE_SIZE:
+            self._char_cache[token] = ids
+        return ids
 
     def batch(self, examples: Sequence[Example], with_labels: bool = True) -> Batch:
         lengths = [len(e.tokens) for e in examples]
