@@ -1,14 +1,18 @@
-"""Tagging speed on the EWT test set: tokens/s (median of N runs) and peak RSS.
+"""Tagging speed, side by side with spaCy, on the raw texts of the EWT test set.
 
-Usage: python scripts/bench.py [--model DIR] [--runs 5] [--threads N]
+Usage: python scripts/bench.py [--runs 5] [--threads N]
 
-Without --model it uses models/en-pos if present, else trains a reference model once
-(2,000 EWT sentences, 2 epochs) into runs/bench-model and reuses it afterwards.
+One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
+models/en-pos, en-ner and en-joint and for spaCy's efficiency tagger and tagger+NER (built
+by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
+p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
+process, so RSS is its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -19,7 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "ud-english-ewt"
+EWT_TEST = ROOT.parent / "shared" / "data" / "ud-english-ewt" / "en_ewt-ud-test.conllu"
+OURS = ["en-pos", "en-ner", "en-joint"]
+SPACY = {"spacy-tagger": ["tagger"], "spacy-tagger-ner": ["tagger", "ner"]}
+COMPARE = {"en-pos": "spacy-tagger", "en-joint": "spacy-tagger-ner", "en-ner": "spacy-tagger-ner"}
 
 
 def cpu_model() -> str:
@@ -32,74 +39,93 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def reference_model() -> Path:
-    bundled = ROOT / "models" / "en-pos"
-    if (bundled / "weights.safetensors").exists():
-        return bundled
-    target = ROOT / "runs" / "bench-model"
-    if not (target / "metrics.json").exists():
-        print(f"training a reference model into {target} (about a minute) ...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "tagger.cli", "train", "--train", str(DATA / "en_ewt-ud-train.conllu"),
-                        "--dev", str(DATA / "en_ewt-ud-dev.conllu"), "--output", str(target),
-                        "--max-sentences", "2000", "--epochs", "2", "--quiet"], check=True)
-    return target
+def measure(name: str, runs: int, threads: int) -> dict:
+    """Time one system in this process; returns its row."""
+    import torch
+
+    from tagger.readers import read_conllu
+
+    if threads:
+        torch.set_num_threads(threads)
+    texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
+    if name in SPACY:
+        import spacy
+
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from spacy_baseline import build
+
+        nlp = spacy.load(build(name.removeprefix("spacy-"), SPACY[name]))
+        nlp.add_pipe("sentencizer", first=True) if "parser" not in nlp.pipe_names else None
+
+        def tag_all() -> int:
+            return sum(len(doc) for doc in nlp.pipe(texts, batch_size=256))
+
+        def tag_one(text: str) -> None:
+            nlp(text)
+
+        accuracy = None
+    else:
+        from tagger import Tagger
+
+        tagger = Tagger.load(ROOT / "models" / name)
+
+        def tag_all() -> int:
+            return sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
+
+        def tag_one(text: str) -> None:
+            tagger.tag(text, scores=False)
+
+        card = json.loads((ROOT / "models" / name / "metrics.json").read_text())
+        accuracy = {t: round(100 * (r["f1"] if "f1" in r else r["accuracy"]), 2) for t, r in card["test"].items()}
+    tokens = tag_all()  # warm-up
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        tag_all()
+        times.append(time.perf_counter() - started)
+    latencies = []
+    for text in texts[:500]:
+        started = time.perf_counter()
+        tag_one(text)
+        latencies.append(1000 * (time.perf_counter() - started))
+    latencies.sort()
+    return {"name": name, "tokens": tokens, "tokens_per_s": tokens / statistics.median(times),
+            "p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "accuracy": accuracy}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
+    if args.one:
+        print(json.dumps(measure(args.one, args.runs, args.threads)))
+        return
+    rows = {}
+    for name in [*OURS, *SPACY]:
+        if name in OURS and not (ROOT / "models" / name / "weights.safetensors").exists():
+            continue
+        output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(args.runs),
+                                 "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+        rows[name] = json.loads(output.stdout.strip().splitlines()[-1])
     import torch
 
-    from tagger import Tagger
-    from tagger.predict import predict
-    from tagger.readers import read_conllu
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model_dir = args.model or reference_model()
-    tagger = Tagger.load(model_dir)
-    test = list(read_conllu(DATA / "en_ewt-ud-test.conllu"))
-    sentences = [s.tokens for s in test]
-    texts = [s.text or " ".join(s.tokens) for s in test]
-    tokens = sum(map(len, sentences))
-
-    def timed(fn) -> list[float]:
-        fn()  # warm-up
-        times = []
-        for _ in range(args.runs):
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
-        return times
-
-    rows = [
-        ("gold tokens, labels + scores", timed(lambda: predict(tagger.model, sentences, scores=True))),
-        ("gold tokens, labels only", timed(lambda: predict(tagger.model, sentences, scores=False))),
-        ("raw text (spaCy tokenization included)", timed(lambda: tagger.tag_texts(texts, scores=True))),
-    ]
-    single = []
-    for text in texts[:300]:
-        started = time.perf_counter()
-        tagger.tag(text)
-        single.append((time.perf_counter() - started) * 1000)
-    single.sort()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    print(f"# tagger benchmark: {model_dir} on EWT test ({len(sentences)} sentences, {tokens} tokens)")
-    print(f"# CPU: {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}, Python {platform.python_version()}")
-    print(f"| mode | median s | tokens/s (median of {args.runs}) |")
-    print("|---|---:|---:|")
-    for name, times in rows:
-        median = statistics.median(times)
-        print(f"| {name} | {median:.3f} | {tokens / median:,.0f} |")
-    print(f"\nsingle-sentence latency, raw text, in-process: p50 {single[len(single) // 2]:.2f} ms, "
-          f"p99 {single[int(len(single) * 0.99) - 1]:.2f} ms")
-    print(f"peak RSS: {peak_mb:.0f} MB")
+    threads = args.threads or torch.get_num_threads()
+    print(f"# tagging the raw EWT test texts ({rows[next(iter(rows))]['tokens']:,} tokens, tokenization included), "
+          f"median of {args.runs} runs")
+    print(f"# {cpu_model()}, {os.cpu_count()} cores, torch threads {threads}, torch {torch.__version__}, "
+          f"Python {platform.python_version()}")
+    print("| system | tokens/s | vs spaCy | p50 ms | p99 ms | peak RSS MB | test scores |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, row in rows.items():
+        ratio = ""
+        if name in COMPARE and COMPARE[name] in rows:
+            ratio = f"{row['tokens_per_s'] / rows[COMPARE[name]]['tokens_per_s']:.2f}x {COMPARE[name]}"
+        scores = ", ".join(f"{t} {v}" for t, v in (row["accuracy"] or {}).items())
+        print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+              f"{row['rss_mb']:.0f} | {scores} |")
 
 
 if __name__ == "__main__":
