@@ -40,7 +40,7 @@ class ServerSettings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = Field(None, description="require client certificates signed by this CA")
-    torch_threads: int = Field(0, ge=0, description="0: torch's default")
+X
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
 
