@@ -40,7 +40,8 @@ class ServerSettings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = Field(None, description="require client certificates signed by this CA")
-X
+    torch_threads: int = Field(1, ge=0, description="threads per tagging call (0: torch's default); one "
+                               "thread per model worker keeps small requests fast and models in parallel")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False
 
