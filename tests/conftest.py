@@ -37,33 +37,27 @@ def uner_sentences(shared_data):
     return {split: load_corpus(UNER / f"en_ewt-ud-{split}.iob2").sentences for split in ("train", "dev")}
 
 
-def _tiny_config(task: TaskConfig, epochs: int) -> TaggerConfig:
+def _train_tiny(directory: Path, task: TaskConfig, train, dev, epochs: int) -> Path:
+    from tagger.train import train as run
+
     config = TaggerConfig()
     config.model.tasks = [task]
     config.model.word_dim, config.model.char.hidden, config.model.encoder.hidden = 32, 16, 32
     config.train.epochs, config.train.batch_size, config.train.lr = epochs, 16, 0.01
-    return config
+    run(config, [Example(s.tokens, {task.name: s.labels}) for s in train],
+        [Example(s.tokens, {task.name: s.labels}) for s in dev], directory, progress=False)
+    return directory
 
 
 @pytest.fixture(scope="session")
 def tiny_pos_model(tmp_path_factory, ewt_sentences) -> Path:
     """A UPOS model trained for 2 epochs on 400 EWT sentences (a few seconds)."""
-    from tagger.train import train
-
-    directory = tmp_path_factory.mktemp("models") / "pos"
-    train(_tiny_config(TaskConfig(name="upos", kind="tag"), 2),
-          [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["train"][:400]],
-          [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["dev"][:100]], directory, progress=False)
-    return directory
+    return _train_tiny(tmp_path_factory.mktemp("models") / "pos", TaskConfig(name="upos", kind="tag"),
+                       ewt_sentences["train"][:400], ewt_sentences["dev"][:100], epochs=2)
 
 
 @pytest.fixture(scope="session")
 def tiny_ner_model(tmp_path_factory, uner_sentences) -> Path:
     """An NER model (PER/LOC/ORG) trained for 3 epochs on 600 Universal NER sentences."""
-    from tagger.train import train
-
-    directory = tmp_path_factory.mktemp("models") / "ner"
-    train(_tiny_config(TaskConfig(name="ner", kind="span"), 3),
-          [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["train"][:600]],
-          [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:100]], directory, progress=False)
-    return directory
+    return _train_tiny(tmp_path_factory.mktemp("models") / "ner", TaskConfig(name="ner", kind="span"),
+                       uner_sentences["train"][:600], uner_sentences["dev"][:100], epochs=3)
