@@ -46,7 +46,7 @@ class MicroBatcher:
         on_batch: called with (documents, tokens) after each batch (metrics).
     """
 
-    def __init__(self, tagger: Tagger, batch_tokens: int = 4096, wait_ms: float = 2.0, max_queue: int = 1024,
+    def __init__(self, tagger: Tagger, batch_tokens: int = 4096, wait_ms: float = 0.0, max_queue: int = 1024,
                  on_batch: Callable[[int, int], None] | None = None):
         self.tagger = tagger
         self.batch_tokens, self.wait = batch_tokens, wait_ms / 1000

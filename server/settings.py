@@ -31,7 +31,8 @@ class ServerSettings(BaseSettings):
     max_tokens_per_request: int = Field(200_000, ge=1)
     max_queue_documents: int = Field(1024, ge=1, description="queued documents before RESOURCE_EXHAUSTED")
     batch_tokens: int = Field(4096, ge=1, description="micro-batch token budget")
-    batch_wait_ms: float = Field(2.0, ge=0, le=1000, description="how long a micro-batch waits to fill")
+    batch_wait_ms: float = Field(0.0, ge=0, le=1000, description="how long a micro-batch waits to fill; 0: take "
+                                 "what queued up while the previous batch ran (lowest latency, batches under load)")
     grace_seconds: float = Field(10.0, ge=0, description="shutdown grace for in-flight requests")
     drain_seconds: float = Field(0.0, ge=0, description="on shutdown, report NOT_SERVING this long before "
                                  "refusing new calls, so load balancers can move traffic away")
