@@ -66,6 +66,11 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
 
+    async def drain(self, poll: float = 0.01) -> None:
+        """Wait until every submitted document has been answered."""
+        while self._pending:
+            await asyncio.sleep(poll)
+
     async def close(self) -> None:
         if self._worker:
             self._worker.cancel()

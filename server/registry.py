@@ -9,9 +9,12 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tagger import ArtifactError, Tagger
+
+if TYPE_CHECKING:
+    from server.store import ModelStore
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class ModelEntry:
     tagger: Tagger
     path: str
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    dev_score: float = 0.0
 
     @property
     def tasks(self) -> dict[str, str]:
@@ -49,17 +53,21 @@ def model_version(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_entry(name: str, directory: Path) -> ModelEntry:
-    """Load one model directory. Raises ArtifactError for a bad one."""
+def load_entry(name: str, directory: Path, version: str | None = None) -> ModelEntry:
+    """Load one model directory (version: given, or derived from the files). Raises
+    ArtifactError for a bad one."""
     tagger = Tagger.load(directory)
     tests: dict[str, dict[str, float]] = {}
+    dev = []
     try:
         metrics: dict[str, Any] = json.loads((directory / "metrics.json").read_text())
         for task, report in (metrics.get("test") or {}).items():
             tests[task] = {k: float(report[k]) for k in ("accuracy", "precision", "recall", "f1") if k in report}
-    except (OSError, ValueError):
+        dev = [float(r["f1"] if "f1" in r else r["accuracy"]) for r in (metrics.get("dev") or {}).values()]
+    except (OSError, ValueError, KeyError, TypeError):
         pass
-    return ModelEntry(name, model_version(directory), tagger, str(directory), tests)
+    return ModelEntry(name, version or model_version(directory), tagger, str(directory), tests,
+                      sum(dev) / len(dev) if dev else 0.0)
 
 
 def discover(models_dir: Path) -> list[Path]:
@@ -78,13 +86,26 @@ class ModelRegistry:
         self._defaults = list(defaults)
 
     @classmethod
+    def from_store(cls, store: "ModelStore", defaults: Iterable[str] | None = None) -> "ModelRegistry":
+        """Load the active version of every model in the store."""
+        entries = []
+        for name in store.names():
+            version = store.active(name)
+            if version is not None:
+                entries.append(load_entry(name, store.path(name, version), version))
+        return cls._with_defaults(entries, defaults, store.root)
+
+    @classmethod
     def from_directory(cls, models_dir: Path, defaults: Iterable[str] | None = None) -> "ModelRegistry":
         """Load every model under ``models_dir``. Without ``defaults``: the bundled pair
         (en-pos and en-ner: en-joint's NER is 3 points weaker, see its card) if present,
         else every model."""
-        entries = [load_entry(p.name, p) for p in discover(models_dir)]
+        return cls._with_defaults([load_entry(p.name, p) for p in discover(models_dir)], defaults, models_dir)
+
+    @classmethod
+    def _with_defaults(cls, entries: list[ModelEntry], defaults: Iterable[str] | None, where: Path) -> "ModelRegistry":
         if not entries:
-            raise ArtifactError(f"{models_dir}: no model directories found")
+            raise ArtifactError(f"{where}: no model directories found")
         names = {e.name for e in entries}
         if defaults is None:
             chosen = BUNDLED_DEFAULTS if set(BUNDLED_DEFAULTS) <= names else sorted(names)
@@ -92,7 +113,7 @@ class ModelRegistry:
             chosen = list(defaults)
         missing = [n for n in chosen if n not in names]
         if missing:
-            raise ArtifactError(f"default model(s) {', '.join(missing)} not found in {models_dir}")
+            raise ArtifactError(f"default model(s) {', '.join(missing)} not found in {where}")
         return cls(entries, chosen)
 
     def get(self, name: str) -> ModelEntry:
@@ -102,9 +123,12 @@ class ModelRegistry:
             raise UnknownModel(name)
         return entry
 
-    def put(self, entry: ModelEntry) -> None:
+    def put(self, entry: ModelEntry) -> ModelEntry | None:
+        """Swap in ``entry`` for its name; returns the entry it replaced."""
         with self._lock:
+            previous = self._entries.get(entry.name)
             self._entries = {**self._entries, entry.name: entry}
+        return previous
 
     @property
     def defaults(self) -> list[str]:

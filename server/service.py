@@ -32,12 +32,26 @@ class TaggerService(pb_grpc.TaggerServicer):
     def __init__(self, settings: ServerSettings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
         self.registry: ModelRegistry | None = None
-        self.batchers: dict[str, MicroBatcher] = {}
+        self.batchers: dict[tuple[str, str], MicroBatcher] = {}  # (name, version) -> batcher
 
     def attach(self, registry: ModelRegistry) -> None:
         """Serve ``registry``'s models: one micro-batcher each (needs the running event loop)."""
-        self.batchers = {entry.name: self._batcher(entry) for entry in registry.entries()}
+        self.batchers = {(entry.name, entry.version): self._batcher(entry) for entry in registry.entries()}
         self.registry = registry
+
+    async def swap(self, entry: ModelEntry) -> None:
+        """Serve ``entry`` for its name from now on. Its batcher exists before the registry
+        points at it; the old version's batcher finishes what it holds, then closes."""
+        if self.registry is None:
+            raise RuntimeError("no registry attached")
+        self.batchers[(entry.name, entry.version)] = self._batcher(entry)
+        previous = self.registry.put(entry)
+        if previous is not None and previous.version != entry.version:
+            old = self.batchers.get((previous.name, previous.version))
+            if old is not None:
+                await old.drain()
+                self.batchers.pop((previous.name, previous.version), None)
+                await old.close()
 
     def _batcher(self, entry: ModelEntry) -> MicroBatcher:
         name = entry.name
@@ -117,9 +131,11 @@ class TaggerService(pb_grpc.TaggerServicer):
         tasks = self._tasks(request.tasks, entries)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
+        serving = [self._serving(e) for e in entries]
+        entries = [entry for entry, _ in serving]
         try:
-            results = await asyncio.gather(*(self.batchers[e.name].submit(document, request.include_scores, deadline)
-                                             for e in entries))
+            results = await asyncio.gather(*(batcher.submit(document, request.include_scores, deadline)
+                                             for _, batcher in serving))
         except QueueFull as error:
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"server busy: {error}; retry with backoff") from None
         except TimeoutError:
@@ -128,6 +144,15 @@ class TaggerService(pb_grpc.TaggerServicer):
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         merged = merge(results, tasks) if len(results) > 1 or tasks else results[0]
         return document_to_pb(merged, request.id, entries)
+
+    def _serving(self, entry: ModelEntry) -> tuple[ModelEntry, MicroBatcher]:
+        """The entry and its batcher; if the version was just swapped out, the active one."""
+        batcher = self.batchers.get((entry.name, entry.version))
+        if batcher is None:
+            assert self.registry is not None
+            entry = self.registry.get(entry.name)
+            batcher = self.batchers[(entry.name, entry.version)]
+        return entry, batcher
 
     def _validate(self, request: pb.TagRequest) -> str | list[list[str]]:
         which = request.WhichOneof("input")

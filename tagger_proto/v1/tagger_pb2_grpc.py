@@ -188,3 +188,173 @@ class Tagger:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ModelsStub:
+    """Model versions: list, activate (zero-downtime swap; rollback is activating an older
+    version), delete. Admin: needs `authorization: Bearer <token>` when the server has a token,
+    and is served only on loopback when it has none.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListModels = channel.unary_unary(
+                '/tagger.v1.Models/ListModels',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.ListModelVersionsRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.ListModelVersionsResponse.FromString,
+                _registered_method=True)
+        self.ActivateModel = channel.unary_unary(
+                '/tagger.v1.Models/ActivateModel',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.ActivateModelRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/tagger.v1.Models/DeleteModel',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.DeleteModelResponse.FromString,
+                _registered_method=True)
+
+
+class ModelsServicer:
+    """Model versions: list, activate (zero-downtime swap; rollback is activating an older
+    version), delete. Admin: needs `authorization: Bearer <token>` when the server has a token,
+    and is served only on loopback when it has none.
+    """
+
+    def ListModels(self, request, context):
+        """Every version of every model, which one is active, and its scores.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateModel(self, request, context):
+        """Load and warm a version, then swap it in; running requests finish on the old one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Delete a version that is not active.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelsServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.ListModelVersionsRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.ListModelVersionsResponse.SerializeToString,
+            ),
+            'ActivateModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateModel,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.ActivateModelRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.ModelVersion.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.DeleteModelRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.DeleteModelResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tagger.v1.Models', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tagger.v1.Models', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Models:
+    """Model versions: list, activate (zero-downtime swap; rollback is activating an older
+    version), delete. Admin: needs `authorization: Bearer <token>` when the server has a token,
+    and is served only on loopback when it has none.
+    """
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Models/ListModels',
+            tagger__proto_dot_v1_dot_tagger__pb2.ListModelVersionsRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.ListModelVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Models/ActivateModel',
+            tagger__proto_dot_v1_dot_tagger__pb2.ActivateModelRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Models/DeleteModel',
+            tagger__proto_dot_v1_dot_tagger__pb2.DeleteModelRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.DeleteModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
