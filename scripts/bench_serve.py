@@ -13,11 +13,13 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,8 +103,9 @@ def main() -> None:
 
     port = free_port()
     address = f"127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port),
-                               "--models", str(args.models), "--log-level", "warning"], cwd=ROOT)
+    store = tempfile.mkdtemp(prefix="bench-serve-")
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models",
+                               str(args.models), "--data-dir", store, "--log-level", "warning"], cwd=ROOT)
     try:
         with TaggerClient(address, timeout=2) as probe:
             for _ in range(240):
@@ -118,6 +121,7 @@ def main() -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+        shutil.rmtree(store, ignore_errors=True)
 
     print(f"# serving benchmark: models {', '.join(sorted(p.name for p in args.models.iterdir() if p.is_dir()))} "
           f"(defaults applied per request), {len(texts)} EWT test sentences of 15-25 tokens, raw text")

@@ -15,10 +15,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from server.admin import ModelsService
+from tagger import ArtifactError
+from server.auth import AdminAuth
 from server.metrics import Metrics
 from server.registry import ModelRegistry
 from server.service import TaggerService
 from server.settings import ServerSettings
+from server.store import ModelStore
 from tagger_proto.v1 import tagger_pb2 as pb
 from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
 
@@ -64,8 +68,12 @@ def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(pair)
 
 
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
 async def build_server(settings: ServerSettings, registry: ModelRegistry | None = None,
-                       metrics: Metrics | None = None) -> RunningServer:
+                       metrics: Metrics | None = None, store: ModelStore | None = None) -> RunningServer:
     """Create, bind and start the server. Health reports NOT_SERVING (and Tag answers
     UNAVAILABLE) until a registry is attached, here or later with ``attach``."""
     metrics = metrics or Metrics()
@@ -77,12 +85,17 @@ async def build_server(settings: ServerSettings, registry: ModelRegistry | None 
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
-    server = grpc.aio.server(options=options)
+    auth = AdminAuth(_secret(settings.admin_token), settings.host, _secret(settings.tagging_token))
+    server = grpc.aio.server(options=options, interceptors=[auth])
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     service = TaggerService(settings, metrics)
     pb_grpc.add_TaggerServicer_to_server(service, server)
-    reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    services = [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if store is not None:
+        pb_grpc.add_ModelsServicer_to_server(ModelsService(store, service), server)
+        services.append(pb.DESCRIPTOR.services_by_name["Models"].full_name)
+    reflection.enable_server_reflection(services, server)
     address = f"{settings.host}:{settings.port}"
     credentials = _credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
@@ -118,9 +131,14 @@ async def serve(settings: ServerSettings) -> None:
         import torch  # the only torch call the server makes: a thread setting
 
         torch.set_num_threads(settings.torch_threads)
-    running = await build_server(settings)  # health NOT_SERVING while the models load
+    store = ModelStore(settings.data_dir)
+    running = await build_server(settings, store=store)  # health NOT_SERVING while the models load
     try:
-        registry = await asyncio.to_thread(ModelRegistry.from_directory, settings.models, settings.default_models)
+        store.clean()
+        if not settings.models.is_dir() and not store.names():
+            raise ArtifactError(f"{settings.models}: no such models directory, and the store {store.root} is empty")
+        await asyncio.to_thread(store.seed, settings.models)
+        registry = await asyncio.to_thread(ModelRegistry.from_store, store, settings.default_models)
     except Exception:
         await running.stop(0)
         raise

@@ -24,7 +24,8 @@ app.add_typer(client_app, name="client")
 def serve(
     host: Annotated[Optional[str], typer.Option("--host", help="address to bind (default 127.0.0.1)")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="port (default 50051; 0 picks one)")] = None,
-    models: Annotated[Optional[Path], typer.Option("--models", help="directory of model directories (default models/)")] = None,
+    models: Annotated[Optional[Path], typer.Option("--models", help="bundled models, seeded into the store as version 1 (default models/)")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="the model store (default data/)")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="settings TOML file")] = None,
     metrics_port: Annotated[Optional[int], typer.Option("--metrics-port", help="serve Prometheus metrics on this port")] = None,
     tls_cert: Annotated[Optional[Path], typer.Option("--tls-cert")] = None,
@@ -39,7 +40,7 @@ def serve(
     from tagger import ArtifactError
 
     try:
-        settings = load_settings(config, host=host, port=port, models=models, metrics_port=metrics_port,
+        settings = load_settings(config, host=host, port=port, models=models, data_dir=data_dir, metrics_port=metrics_port,
                                  tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca,
                                  log_json=log_json, log_level=log_level)
         asyncio.run(run_server(settings))

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -22,7 +22,11 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535, description="0 picks a free port")
-    models: Path = Field(Path("models"), description="directory of model directories")
+    models: Path = Field(Path("models"), description="bundled model directories, seeded into the store as version 1")
+    data_dir: Path = Field(Path("data"), description="the model store (<data_dir>/models/<name>/<version>/)")
+    admin_token: SecretStr | None = Field(None, description="bearer token for the Models and Training "
+                                          "services; unset: they are served on loopback only")
+    tagging_token: SecretStr | None = Field(None, description="bearer token for tagging; unset: open")
     default_models: list[str] | None = Field(None, min_length=1, description="used when a request names none; unset: "
                                              "en-pos and en-ner when both are present, else every model")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics over HTTP")

@@ -33,6 +33,7 @@ def process(models_dir, tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen([*TAGGER, "serve", "--port", str(port), "--models", str(models_dir), "--log-json",
+                             "--data-dir", str(tmp_path / "data"),
                              "--log-level", "debug"],
                             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
     address = f"127.0.0.1:{port}"
@@ -119,7 +120,8 @@ def test_client_cli_reports_errors_and_requests_are_logged(process):
 
 
 def test_serve_refuses_bad_settings(tmp_path):
-    result = subprocess.run([*TAGGER, "serve", "--models", str(tmp_path / "none"), "--port", str(free_port())],
+    result = subprocess.run([*TAGGER, "serve", "--models", str(tmp_path / "none"), "--port", str(free_port()),
+                             "--data-dir", str(tmp_path / "data")],
                             capture_output=True, text=True, timeout=60, env={**os.environ, "TAGGER_LOG_LEVEL": "info"})
     assert result.returncode == 2
     assert "no such models directory" in result.stderr
