@@ -56,10 +56,55 @@ KeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="client key (m
 ModelsOpt = Annotated[Optional[list[str]], typer.Option("--model", help="model name (repeatable; default: the server's)")]
 
 
-def _client(server: str, ca, cert, key):
+TokenOpt = Annotated[Optional[str], typer.Option("--token", envvar="TAGGER_TOKEN", help="bearer token (or TAGGER_TOKEN)")]
+
+
+def _client(server: str, ca, cert, key, token: str | None = None):
     from server.client import TaggerClient
 
-    return TaggerClient(server, ca=ca, cert=cert, key=key)
+    return TaggerClient(server, ca=ca, cert=cert, key=key, token=token)
+
+
+def _rpc_error(error) -> None:
+    typer.echo(f"error: {error.code().name}: {error.details()}", err=True)
+    raise typer.Exit(1) from None
+
+
+@client_app.command("models")
+def client_models(
+    server: ServerOpt = "127.0.0.1:50051", name: Annotated[str, typer.Option("--name")] = "",
+    token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """List every model version, which is active, and its scores."""
+    import grpc
+
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key, token) as client:
+            response = client.model_versions(name)
+    except grpc.RpcError as error:
+        _rpc_error(error)
+    typer.echo(f"{'model':<16}{'version':>8}  {'active':<7}{'dev':>7}  tasks")
+    for version in response.versions:
+        tasks = ", ".join(t.name for t in version.tasks)
+        typer.echo(f"{version.name:<16}{version.version:>8}  {'*' if version.active else '':<7}"
+                   f"{100 * version.dev_score:>7.2f}  {tasks}")
+
+
+@client_app.command("activate")
+def client_activate(
+    name: Annotated[str, typer.Argument(help="model name")], version: Annotated[str, typer.Argument(help="version")],
+    server: ServerOpt = "127.0.0.1:50051",
+    token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """Activate a version (rollback = activate the previous one); no request fails meanwhile."""
+    import grpc
+
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key, token) as client:
+            activated = client.activate(name, version)
+    except grpc.RpcError as error:
+        _rpc_error(error)
+    typer.echo(f"{activated.name} version {activated.version} is active")
 
 
 @client_app.command("tag")

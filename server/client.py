@@ -34,7 +34,7 @@ class TaggerClient:
 
     def __init__(self, address: str, ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
                  timeout: float | None = 30.0, max_message_bytes: int = 16 * 1024 * 1024,
-                 server_name: str | None = None):
+                 server_name: str | None = None, token: str | None = None):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         if server_name:
@@ -48,7 +48,9 @@ class TaggerClient:
         else:
             self.channel = grpc.insecure_channel(address, options=options)
         self.timeout = timeout
+        self.metadata = [("authorization", f"Bearer {token}")] if token else None
         self.stub = pb_grpc.TaggerStub(self.channel)
+        self.models_stub = pb_grpc.ModelsStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def __enter__(self) -> "TaggerClient":
@@ -64,14 +66,26 @@ class TaggerClient:
             scores: bool = False, request_id: str = "", tasks: Sequence[str] = (),
             timeout: float | None = None) -> pb.TagResponse:
         request = make_request(text, tokens, request_id, models, scores, tasks)
-        return self.stub.Tag(request, timeout=timeout or self.timeout)
+        return self.stub.Tag(request, timeout=timeout or self.timeout, metadata=self.metadata)
 
     def tag_stream(self, requests: Iterable[pb.TagRequest], timeout: float | None = None) -> Iterator[pb.TagResponse]:
         """Responses in request order; requests are read lazily, as the stream has room."""
-        return self.stub.TagStream(iter(requests), timeout=timeout)
+        return self.stub.TagStream(iter(requests), timeout=timeout, metadata=self.metadata)
 
     def list_models(self) -> pb.ListModelsResponse:
-        return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+        return self.stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout, metadata=self.metadata)
+
+    def model_versions(self, name: str = "") -> pb.ListModelVersionsResponse:
+        return self.models_stub.ListModels(pb.ListModelVersionsRequest(name=name), timeout=self.timeout,
+                                           metadata=self.metadata)
+
+    def activate(self, name: str, version: str, timeout: float | None = 120.0) -> pb.ModelVersion:
+        return self.models_stub.ActivateModel(pb.ActivateModelRequest(name=name, version=version), timeout=timeout,
+                                              metadata=self.metadata)
+
+    def delete(self, name: str, version: str) -> None:
+        self.models_stub.DeleteModel(pb.DeleteModelRequest(name=name, version=version), timeout=self.timeout,
+                                     metadata=self.metadata)
 
     def health(self, service: str = "") -> str:
         """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN``."""

@@ -140,3 +140,24 @@ def test_tagging_token(loop_thread, models_dir, tmp_path):
                                             ("localhost", True), ("0.0.0.0", False), ("10.1.2.3", False)])
 def test_admin_without_token_only_on_loopback(host, loopback):
     assert is_loopback(host) is loopback
+
+
+def test_client_cli_models_and_activate(loop_thread, models_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    with store_server(loop_thread, models_dir, tmp_path / "data", admin_token="tok") as (running, store):
+        store.add("pos", models_dir / "pos")
+        address = f"127.0.0.1:{running.port}"
+        runner = CliRunner()
+        denied = runner.invoke(app, ["client", "models", "--server", address])
+        assert denied.exit_code == 1 and "UNAUTHENTICATED" in denied.output
+        listed = runner.invoke(app, ["client", "models", "--server", address, "--token", "tok"])
+        assert listed.exit_code == 0, listed.output
+        rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+        assert rows[0][:3] == ["ner", "1", "*"] and rows[1][:3] == ["pos", "1", "*"]
+        assert rows[2][:2] == ["pos", "2"] and "*" not in rows[2]
+        activated = runner.invoke(app, ["client", "activate", "pos", "2", "--server", address], env={"TAGGER_TOKEN": "tok"})
+        assert activated.exit_code == 0 and "pos version 2 is active" in activated.stdout
+        assert store.active("pos") == "2"
