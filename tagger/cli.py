@@ -43,15 +43,6 @@ def _format(fmt: str, token_column: int | None, label_column: str | None, scheme
         raise UserError(f"invalid format options: {error}") from None
 
 
-def task_name(corpus_path: str, fmt: CorpusFormat, kind: str) -> str:
-    """Default task name for a corpus: upos/xpos for CoNLL-U, ner for spans, tag otherwise."""
-    from tagger.readers import detect_format
-
-    if (fmt.format if fmt.format != "auto" else detect_format(corpus_path)) == "conllu":
-        return fmt.label_column if isinstance(fmt.label_column, str) else {5: "xpos"}.get(fmt.label_column or 4, "upos")
-    return "ner" if kind == "span" else "tag"
-
-
 @app.command()
 def train(
     train: Annotated[Path, typer.Option("--train", help="training corpus")],
@@ -72,7 +63,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Train a tagger on a CoNLL-style corpus; the best model (by dev score) is kept in OUTPUT."""
-    from tagger.readers import load_corpus
+    from tagger.datasets import DatasetError, task_examples, tasks_for
     from tagger.train import train as run_training
 
     try:
@@ -84,54 +75,18 @@ def train(
         if fmt != "auto" or token_column or label_column or scheme != "auto":
             cfg.data = _format(fmt, token_column, columns[0], scheme)
         if not cfg.model.tasks:
-            cfg.model.tasks = _tasks_for(train, cfg.data, columns, decoder)
-        train_examples, dev_examples = _task_examples(train, dev, cfg)
+            cfg.model.tasks = tasks_for(train, cfg.data, [_column(c) for c in columns], decoder)
+        train_examples, dev_examples = task_examples(train, dev, cfg)
         if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
             raise UserError(f"{output} exists and is not a model directory; choose another --output")
         result = run_training(cfg, train_examples, dev_examples, output, resume=resume, progress=not quiet)
-    except (CorpusError, ConfigError, UserError, ValueError, OSError) as error:
+    except (CorpusError, ConfigError, UserError, DatasetError, ValueError, OSError) as error:
         _fail(error)
     scores = []
     for task in cfg.model.tasks:
         report = result.metrics["dev"][task.name]
         scores.append(f"{task.name} " + (f"F1 {report['f1']:.4f}" if task.kind == "span" else f"accuracy {report['accuracy']:.4f}"))
     typer.echo(f"saved {output} (best epoch {result.metrics['best_epoch']}; dev {', '.join(scores)})")
-
-
-def _tasks_for(train: Path, data: CorpusFormat, columns: list[str | None], decoder: str) -> list[TaskConfig]:
-    """One task per label column, its kind detected from the training labels."""
-    from tagger.readers import load_corpus
-
-    tasks = []
-    for column in columns:
-        fmt = data.model_copy(update={"label_column": _column(column)})
-        kind = load_corpus(train, fmt).kind
-        tasks.append(TaskConfig(name=task_name(str(train), fmt, kind), kind=kind, column=fmt.label_column,
-                                decoder=decoder))  # type: ignore[arg-type]
-    if len({t.name for t in tasks}) != len(tasks):
-        raise UserError("two label columns would make tasks of the same name; name them in a --config recipe")
-    return tasks
-
-
-def _task_examples(train: Path, dev: Path, cfg: TaggerConfig):
-    """Examples carrying every task's labels; all tasks must read the same tokens."""
-    from tagger.batching import Example
-    from tagger.readers import load_corpus
-
-    merged = {}
-    for split, path in (("train", train), ("dev", dev)):
-        corpora = {}
-        for task in cfg.model.tasks:
-            fmt = cfg.data if task.column is None else cfg.data.model_copy(update={"label_column": task.column})
-            corpus = load_corpus(path, fmt, kind=task.kind)
-            corpora[task.name] = corpus.sentences
-        first = next(iter(corpora.values()))
-        for name, sentences in corpora.items():
-            if [s.tokens for s in sentences] != [s.tokens for s in first]:
-                raise UserError(f"{path}: the tokens read for task {name} differ from the other tasks'")
-        merged[split] = [Example(s.tokens, {name: corpora[name][i].labels for name in corpora})
-                         for i, s in enumerate(first)]
-    return merged["train"], merged["dev"]
 
 
 def _column(value: str | None) -> int | str | None:

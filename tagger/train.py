@@ -36,6 +36,7 @@ from tagger.vocab import Vocab
 from tagger.writers import atomic_write_text
 
 CHECKPOINT = "checkpoint"
+STEP_EVERY = 20  # batches between on_step calls
 CURVE = "training-curve.png"
 
 
@@ -106,8 +107,8 @@ def dev_score(model: Model, reports: Mapping[str, Mapping[str, Any]]) -> float:
 
 
 def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: str | Path,
-          resume: bool = False, progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None
-          ) -> TrainResult:
+          resume: bool = False, progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train, keeping the best model (by dev score) in ``output``.
 
     Args:
@@ -117,6 +118,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
         resume: continue from ``output/checkpoint`` if it exists.
         progress: show a progress bar.
         on_epoch: called with each epoch's record (epoch, loss, dev, lr, seconds).
+        on_step: called every few batches with epoch, step, steps and the mean loss so far.
     """
     tc = config.train
     if tc.threads:
@@ -152,7 +154,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
         batches = list(bucketed(lengths, tc.batch_size, random.Random(tc.seed * 1000 + epoch)))
         bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress, unit="batch", leave=False)
         total, seen = 0.0, 0
-        for indices in bar:
+        for step, indices in enumerate(bar, start=1):
             batch = model.featurizer.batch([train_data[i] for i in indices])
             if config.model.word_dropout:
                 drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
@@ -167,6 +169,8 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
                 scheduler.step()
             total, seen = total + float(loss.detach()) * len(indices), seen + len(indices)
             bar.set_postfix(loss=f"{total / seen:.3f}", dev=f"{state['best']:.4f}")
+            if on_step and (step % STEP_EVERY == 0 or step == len(batches)):
+                on_step({"epoch": epoch, "step": step, "steps": len(batches), "loss": total / seen})
         bar.close()
         reports = evaluate_model(model, dev_data)
         score = dev_score(model, reports)

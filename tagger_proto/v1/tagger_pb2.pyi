@@ -197,3 +197,137 @@ class DeleteModelRequest(_message.Message):
 class DeleteModelResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class CorpusFormat(_message.Message):
+    __slots__ = ("format", "token_column", "label_column", "scheme")
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COLUMN_FIELD_NUMBER: _ClassVar[int]
+    SCHEME_FIELD_NUMBER: _ClassVar[int]
+    format: str
+    token_column: int
+    label_column: str
+    scheme: str
+    def __init__(self, format: _Optional[str] = ..., token_column: _Optional[int] = ..., label_column: _Optional[str] = ..., scheme: _Optional[str] = ...) -> None: ...
+
+class CorpusChunk(_message.Message):
+    __slots__ = ("name", "format", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    format: CorpusFormat
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., format: _Optional[_Union[CorpusFormat, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Corpus(_message.Message):
+    __slots__ = ("name", "sha256", "size", "sentences", "tokens", "kind", "labels")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SENTENCES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    size: int
+    sentences: int
+    tokens: int
+    kind: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., sentences: _Optional[int] = ..., tokens: _Optional[int] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StartTrainingRequest(_message.Message):
+    __slots__ = ("train_corpus", "dev_corpus", "model_name", "overrides")
+    class OverridesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TRAIN_CORPUS_FIELD_NUMBER: _ClassVar[int]
+    DEV_CORPUS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    train_corpus: str
+    dev_corpus: str
+    model_name: str
+    overrides: _containers.ScalarMap[str, str]
+    def __init__(self, train_corpus: _Optional[str] = ..., dev_corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., overrides: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "state", "model_name", "version", "activated", "epoch", "epochs", "step", "steps", "loss", "dev_score", "error", "created", "started", "finished", "eta_seconds", "dev_metrics")
+    class DevMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    DEV_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEV_METRICS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: str
+    model_name: str
+    version: str
+    activated: bool
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    dev_score: float
+    error: str
+    created: float
+    started: float
+    finished: float
+    eta_seconds: float
+    dev_metrics: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[str] = ..., activated: _Optional[bool] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ..., dev_score: _Optional[float] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., dev_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job", "final")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    final: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., final: _Optional[bool] = ...) -> None: ...

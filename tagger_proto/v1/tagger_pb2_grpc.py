@@ -358,3 +358,303 @@ class Models:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TrainingStub:
+    """Retraining: upload corpora, run training jobs in worker processes, watch them.
+    Admin: same authentication as Models.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.UploadCorpus = channel.stream_unary(
+                '/tagger.v1.Training/UploadCorpus',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.CorpusChunk.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.Corpus.FromString,
+                _registered_method=True)
+        self.StartTraining = channel.unary_unary(
+                '/tagger.v1.Training/StartTraining',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.StartTrainingRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/tagger.v1.Training/GetJob',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/tagger.v1.Training/ListJobs',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/tagger.v1.Training/CancelJob',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/tagger.v1.Training/WatchJob',
+                request_serializer=tagger__proto_dot_v1_dot_tagger__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.JobEvent.FromString,
+                _registered_method=True)
+
+
+class TrainingServicer:
+    """Retraining: upload corpora, run training jobs in worker processes, watch them.
+    Admin: same authentication as Models.
+    """
+
+    def UploadCorpus(self, request_iterator, context):
+        """Upload a corpus in chunks of at most 1 MiB; the first chunk names it and gives its
+        format. It is validated with the tagger's readers and stored only if it reads cleanly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartTraining(self, request, context):
+        """Queue a training job; at most `max_jobs` run at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """One job's state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Every job, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Stop a queued or running job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job's progress as it happens, ending with an event whose `final` is true.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TrainingServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'UploadCorpus': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadCorpus,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.CorpusChunk.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.Corpus.SerializeToString,
+            ),
+            'StartTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTraining,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.StartTrainingRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.GetJobRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.ListJobsRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.CancelJobRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=tagger__proto_dot_v1_dot_tagger__pb2.GetJobRequest.FromString,
+                    response_serializer=tagger__proto_dot_v1_dot_tagger__pb2.JobEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tagger.v1.Training', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tagger.v1.Training', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Training:
+    """Retraining: upload corpora, run training jobs in worker processes, watch them.
+    Admin: same authentication as Models.
+    """
+
+    @staticmethod
+    def UploadCorpus(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/tagger.v1.Training/UploadCorpus',
+            tagger__proto_dot_v1_dot_tagger__pb2.CorpusChunk.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.Corpus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Training/StartTraining',
+            tagger__proto_dot_v1_dot_tagger__pb2.StartTrainingRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Training/GetJob',
+            tagger__proto_dot_v1_dot_tagger__pb2.GetJobRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Training/ListJobs',
+            tagger__proto_dot_v1_dot_tagger__pb2.ListJobsRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tagger.v1.Training/CancelJob',
+            tagger__proto_dot_v1_dot_tagger__pb2.CancelJobRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tagger.v1.Training/WatchJob',
+            tagger__proto_dot_v1_dot_tagger__pb2.GetJobRequest.SerializeToString,
+            tagger__proto_dot_v1_dot_tagger__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
