@@ -41,19 +41,32 @@ class ModelsService(pb_grpc.ModelsServicer):
         return response
 
     async def ActivateModel(self, request: pb.ActivateModelRequest, context) -> pb.ModelVersion:
+        try:
+            entry = await self.activate(request.name, request.version)
+        except StoreError as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except ArtifactError as error:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load {request.name} "
+                                f"version {request.version}: {error}; the active version keeps serving")
+        return self._version(entry, True)
+
+    async def activate(self, name: str, version: str) -> ModelEntry:
+        """Load and warm ``version``, then swap it in; raises StoreError or ArtifactError."""
         async with self._lock:
-            try:
-                path = self.store.path(request.name, request.version)
-                entry = await asyncio.to_thread(self._load_and_warm, request.name, request.version, path)
-            except StoreError as error:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-            except ArtifactError as error:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cannot load {request.name} "
-                                    f"version {request.version}: {error}; the active version keeps serving")
-            self.store.set_active(request.name, request.version)
+            path = self.store.path(name, version)
+            entry = await asyncio.to_thread(self._load_and_warm, name, version, path)
+            self.store.set_active(name, version)
             await self.tagging.swap(entry)
-            log.info(f"activated {request.name} version {request.version}")
-            return self._version(entry, True)
+            log.info(f"activated {name} version {version}")
+            return entry
+
+    async def activate_if_better(self, name: str, version: str, dev_score: float, enabled: bool) -> bool:
+        """After a training job: activate when enabled and at least as good as the active version."""
+        active = self.tagging.registry.get(name) if self.tagging.registry and name in self.tagging.registry else None
+        if not enabled or (active is not None and dev_score < active.dev_score):
+            return False
+        await self.activate(name, version)
+        return True
 
     async def DeleteModel(self, request: pb.DeleteModelRequest, context) -> pb.DeleteModelResponse:
         async with self._lock:

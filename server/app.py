@@ -18,11 +18,14 @@ from grpc_reflection.v1alpha import reflection
 from server.admin import ModelsService
 from tagger import ArtifactError
 from server.auth import AdminAuth
+from server.corpora import CorpusStore
+from server.jobs import JobManager
 from server.metrics import Metrics
 from server.registry import ModelRegistry
 from server.service import TaggerService
 from server.settings import ServerSettings
 from server.store import ModelStore
+from server.training import TrainingService
 from tagger_proto.v1 import tagger_pb2 as pb
 from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
 
@@ -38,6 +41,7 @@ class RunningServer:
     port: int
     metrics: Metrics
     metrics_port: int | None = None
+    jobs: JobManager | None = None
 
     async def set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -56,6 +60,8 @@ class RunningServer:
             await asyncio.sleep(drain)
         await self.server.stop(grace)
         await self.service.close()
+        if self.jobs is not None:
+            await self.jobs.close()
 
 
 def _credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
@@ -92,16 +98,28 @@ async def build_server(settings: ServerSettings, registry: ModelRegistry | None 
     service = TaggerService(settings, metrics)
     pb_grpc.add_TaggerServicer_to_server(service, server)
     services = [SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    jobs = None
     if store is not None:
-        pb_grpc.add_ModelsServicer_to_server(ModelsService(store, service), server)
-        services.append(pb.DESCRIPTOR.services_by_name["Models"].full_name)
+        models = ModelsService(store, service)
+        pb_grpc.add_ModelsServicer_to_server(models, server)
+        corpora = CorpusStore(store.root.parent, settings.max_corpus_bytes)
+        corpora.clean()
+
+        async def on_finished(name: str, version: str, dev_score: float) -> bool:
+            return await models.activate_if_better(name, version, dev_score, settings.auto_activate)
+
+        jobs = JobManager(store.root.parent, store, corpora, settings.max_jobs, settings.training_threads, on_finished)
+        pb_grpc.add_TrainingServicer_to_server(TrainingService(corpora, jobs), server)
+        services += [pb.DESCRIPTOR.services_by_name[n].full_name for n in ("Models", "Training")]
     reflection.enable_server_reflection(services, server)
     address = f"{settings.host}:{settings.port}"
     credentials = _credentials(settings)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    running = RunningServer(server, service, health_servicer, port, metrics)
+    running = RunningServer(server, service, health_servicer, port, metrics, jobs=jobs)
     await running.set_serving(False)
     await server.start()
+    if jobs is not None:
+        jobs.start()
     if settings.metrics_port is not None:
         running.metrics_port = metrics.serve(settings.metrics_port, settings.host)
     if registry is not None:

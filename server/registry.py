@@ -116,6 +116,10 @@ class ModelRegistry:
             raise ArtifactError(f"default model(s) {', '.join(missing)} not found in {where}")
         return cls(entries, chosen)
 
+    def __contains__(self, name: str) -> bool:
+        with self._lock:
+            return name in self._entries
+
     def get(self, name: str) -> ModelEntry:
         with self._lock:
             entry = self._entries.get(name)

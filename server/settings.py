@@ -3,6 +3,7 @@ and command-line flags (flags win over the environment, which wins over the file
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,12 @@ class ServerSettings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="bearer token for the Models and Training "
                                           "services; unset: they are served on loopback only")
     tagging_token: SecretStr | None = Field(None, description="bearer token for tagging; unset: open")
+    max_jobs: int = Field(1, ge=1, description="training jobs running at once; the rest queue")
+    training_threads: int = Field(max(1, (os.cpu_count() or 2) - 1), ge=1,
+                                  description="torch threads per training job (default: leave one core to serving)")
+    auto_activate: bool = Field(True, description="activate a finished job's version if its dev score is at "
+                                "least the active version's")
+    max_corpus_bytes: int = Field(512 * MIB, ge=1024, description="largest corpus upload")
     default_models: list[str] | None = Field(None, min_length=1, description="used when a request names none; unset: "
                                              "en-pos and en-ner when both are present, else every model")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics over HTTP")

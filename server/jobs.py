@@ -1,0 +1,218 @@
+"""Training jobs: queued in SQLite (``<data dir>/jobs.sqlite``), run in spawned worker
+processes, at most ``max_jobs`` at once. After a restart, finished jobs are still listed
+and jobs that were queued or running are marked FAILED ("interrupted by a server restart";
+they are not resumed). Each job keeps its directory with ``log.txt``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from server import worker
+from server.corpora import CorpusStore
+from server.store import ModelStore, check_name
+from tagger.config import TaggerConfig
+
+COLUMNS = ("id", "state", "model_name", "request", "version", "activated", "epoch", "epochs", "step", "steps",
+           "loss", "dev_score", "error", "created", "started", "finished", "eta", "dev_metrics")
+FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+class JobError(ValueError):
+    """A request the job manager refuses (unknown job, bad override, ...)."""
+
+
+class JobManager:
+    """Args:
+        on_finished: awaited with (model name, version, dev score) when a job registers a
+            version; returns whether it was activated.
+    """
+
+    def __init__(self, data_dir: Path, models: ModelStore, corpora: CorpusStore, max_jobs: int, threads: int,
+                 on_finished: Callable[[str, str, float], Awaitable[bool]]):
+        self.root = Path(data_dir) / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.models, self.corpora = models, corpora
+        self.max_jobs, self.threads, self.on_finished = max_jobs, threads, on_finished
+        self.db = sqlite3.connect(Path(data_dir) / "jobs.sqlite", check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(COLUMNS)})")
+        self._lock = threading.Lock()
+        self._changed = asyncio.Condition()
+        self._processes: dict[str, multiprocessing.Process] = {}
+        self._scheduler: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            self.db.execute("UPDATE jobs SET state='FAILED', error='interrupted by a server restart', finished=? "
+                            "WHERE state IN ('QUEUED', 'RUNNING')", (time.time(),))
+        self._scheduler = asyncio.create_task(self._schedule())
+
+    async def close(self) -> None:
+        if self._scheduler:
+            self._scheduler.cancel()
+        for job_id, process in list(self._processes.items()):
+            process.terminate()
+            self._update(job_id, state="FAILED", error="server shut down", finished=time.time())
+        self.db.close()
+
+    # --- requests -------------------------------------------------------------------------
+
+    def submit(self, train: str, dev: str, model_name: str, overrides: dict[str, str]) -> dict[str, Any]:
+        from tagger.config import ConfigError, load_config, parse_assignment
+
+        check_name(model_name)
+        self.corpora.path(train), self.corpora.path(dev)
+        try:
+            config = load_config(None, dict(parse_assignment(f"{k}={v}") for k, v in overrides.items()))
+        except ConfigError as error:
+            raise JobError(str(error)) from None
+        job_id = uuid.uuid4().hex[:12]
+        request = {"train": train, "dev": dev, "config": config.model_dump_json()}
+        row = {"id": job_id, "state": "QUEUED", "model_name": model_name, "request": json.dumps(request),
+               "version": "", "activated": 0, "epoch": 0, "epochs": config.train.epochs, "step": 0, "steps": 0,
+               "loss": 0.0, "dev_score": 0.0, "error": "", "created": time.time(), "started": 0.0,
+               "finished": 0.0, "eta": 0.0, "dev_metrics": "{}"}
+        with self._lock:
+            self.db.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * len(COLUMNS))})", [row[c] for c in COLUMNS])
+        self._wake.set()
+        return row
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self._lock:
+            found = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if found is None:
+            raise JobError(f"no job {job_id!r}")
+        return dict(zip(COLUMNS, found))
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs ORDER BY created DESC").fetchall()
+        return [dict(zip(COLUMNS, r)) for r in rows]
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self.get(job_id)
+        if job["state"] == "QUEUED":
+            await self._set(job_id, state="CANCELLED", error="cancelled before it started", finished=time.time())
+        elif job["state"] == "RUNNING":
+            process = self._processes.get(job_id)
+            if process is not None:
+                self._update(job_id, error="cancelled")  # the monitor sees the exit and finishes the record
+                process.terminate()
+        return self.get(job_id)
+
+    async def watch(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """The job now, then at every change, until it is final."""
+        last = None
+        while True:
+            job = self.get(job_id)
+            if job != last:
+                yield job
+                last = job
+            if job["state"] in FINAL:
+                return
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        with self._lock:
+            self.db.execute(f"UPDATE jobs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                            [*fields.values(), job_id])
+
+    async def _set(self, job_id: str, **fields: Any) -> None:
+        self._update(job_id, **fields)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _schedule(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                queued = [r[0] for r in self.db.execute("SELECT id FROM jobs WHERE state='QUEUED' ORDER BY created")]
+            for job_id in queued[: max(0, self.max_jobs - len(self._processes))]:
+                await self._launch(job_id)
+
+    async def _launch(self, job_id: str) -> None:
+        job = self.get(job_id)
+        request = json.loads(job["request"])
+        directory = self.root / job_id
+        directory.mkdir(parents=True, exist_ok=True)
+        context = multiprocessing.get_context("spawn")
+        events = context.Queue()
+        process = context.Process(target=worker.run, daemon=True, args=(
+            str(directory), request["config"], str(self.corpora.path(request["train"])),
+            self.corpora.meta(request["train"])["format"], str(self.corpora.path(request["dev"])),
+            self.corpora.meta(request["dev"])["format"], self.threads, events))
+        process.start()
+        self._processes[job_id] = process
+        await self._set(job_id, state="RUNNING", started=time.time())
+        asyncio.create_task(self._monitor(job_id, process, events))
+
+    async def _monitor(self, job_id: str, process, events) -> None:
+        loop = asyncio.get_running_loop()
+        outcome: tuple[str, Any] | None = None
+        started = time.time()
+        while True:
+            try:
+                kind, payload = await loop.run_in_executor(None, events.get, True, 0.5)
+            except queue.Empty:
+                if not process.is_alive():
+                    break
+                continue
+            if kind == "step":
+                epochs = self.get(job_id)["epochs"]
+                done = (payload["epoch"] - 1) + payload["step"] / payload["steps"]
+                eta = (time.time() - started) / done * (epochs - done) if done else 0.0
+                await self._set(job_id, epoch=payload["epoch"], step=payload["step"], steps=payload["steps"],
+                                loss=payload["loss"], eta=eta)
+            elif kind == "epoch":
+                best = max(self.get(job_id)["dev_score"], payload["dev"])
+                await self._set(job_id, epoch=payload["epoch"], loss=payload["loss"], dev_score=best)
+            else:
+                outcome = (kind, payload)
+                break
+        await loop.run_in_executor(None, process.join, 30)
+        self._processes.pop(job_id, None)
+        job = self.get(job_id)
+        if outcome is not None and outcome[0] == "done":
+            await self._register(job_id, outcome[1]["dev"])
+        elif job["error"] == "cancelled":
+            await self._set(job_id, state="CANCELLED", finished=time.time(), eta=0.0)
+        else:
+            reason = outcome[1] if outcome else f"worker exited with code {process.exitcode}"
+            await self._set(job_id, state="FAILED", error=reason, finished=time.time(), eta=0.0)
+        self._wake.set()
+
+    async def _register(self, job_id: str, dev: dict[str, dict[str, Any]]) -> None:
+        job = self.get(job_id)
+        scores = [float(r["f1"] if "f1" in r else r["accuracy"]) for r in dev.values()]
+        dev_score = sum(scores) / len(scores) if scores else 0.0
+        metrics = {task: {k: float(v) for k, v in r.items() if k in ("accuracy", "precision", "recall", "f1")}
+                   for task, r in dev.items()}
+        version = await asyncio.to_thread(self.models.add, job["model_name"], self.root / job_id / "model")
+        activated = await self.on_finished(job["model_name"], version, dev_score)
+        flat = {f"{task}.{k}": v for task, r in metrics.items() for k, v in r.items()}
+        await self._set(job_id, state="SUCCEEDED", version=version, activated=int(activated), dev_score=dev_score,
+                        dev_metrics=json.dumps(flat), finished=time.time(), eta=0.0)
+
+
+def config_of(job: dict[str, Any]) -> TaggerConfig:
+    return TaggerConfig.model_validate_json(json.loads(job["request"])["config"])

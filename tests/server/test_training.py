@@ -1,0 +1,150 @@
+"""Retraining through the service, end to end: upload real corpus slices with an entity type
+the bundled models never saw, train in a worker process, watch progress, tag with the new
+version, cancel, restart, and refuse bad corpora and bad tokens."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import grpc
+import pytest
+
+from server.app import build_server
+from server.client import TaggerClient
+from server.registry import ModelRegistry
+from server.settings import ServerSettings
+from server.store import ModelStore
+from tagger_proto.v1 import tagger_pb2 as pb
+from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
+
+FAST = {"train.epochs": "2", "model.encoder.hidden": "32", "model.word_dim": "32", "model.char.hidden": "16"}
+
+
+@contextmanager
+def training_server(loop_thread, models_dir, data_dir, **overrides):
+    settings = ServerSettings(port=0, models=models_dir, data_dir=data_dir, default_models=["pos"],
+                              training_threads=1, **overrides)
+    store = ModelStore(data_dir)
+    store.seed(models_dir)
+    running = loop_thread.run(build_server(settings, ModelRegistry.from_store(store, ["pos"]), store=store))
+    try:
+        yield running
+    finally:
+        loop_thread.run(running.stop(0))
+
+
+def corpus_bytes(shared_data, split: str, sentences: int) -> bytes:
+    """Universal NER sentences with LOC renamed PLACE: a type no bundled model has."""
+    blocks = (shared_data / "uner-english-ewt" / f"en_ewt-ud-{split}.iob2").read_text().split("\n\n")[:sentences]
+    return ("\n\n".join(blocks) + "\n\n").replace("-LOC\t", "-PLACE\t").encode()
+
+
+def upload(stub, name, data, metadata=None, chunk=64 * 1024):
+    def chunks():
+        yield pb.CorpusChunk(name=name, format=pb.CorpusFormat(), data=data[:chunk])
+        for start in range(chunk, len(data), chunk):
+            yield pb.CorpusChunk(data=data[start:start + chunk])
+    return stub.UploadCorpus(chunks(), timeout=60, metadata=metadata)
+
+
+def watch(stub, job_id):
+    return list(stub.WatchJob(pb.GetJobRequest(id=job_id), timeout=300))
+
+
+def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path, shared_data):
+    data_dir = tmp_path / "data"
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            corpus = upload(training, "places-train", corpus_bytes(shared_data, "train", 400))
+            assert (corpus.sentences, corpus.kind) == (400, "span")
+            assert {"B-PLACE", "I-PLACE", "B-PER"} <= set(corpus.labels) and len(corpus.sha256) == 64
+            upload(training, "places-dev", corpus_bytes(shared_data, "dev", 80))
+
+            job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="places-train", dev_corpus="places-dev", model_name="places", overrides=FAST), timeout=30)
+            assert job.state == "QUEUED" and job.epochs == 2
+            events = watch(training, job.id)
+            states = [e.job.state for e in events]
+            assert states[-1] == "SUCCEEDED" and events[-1].final and "RUNNING" in states
+            assert any(e.job.step > 0 and e.job.steps > 0 for e in events)
+            assert any(e.job.epoch == 2 for e in events)
+            done = events[-1].job
+            assert (done.version, done.activated) == ("1", True) and "ner.f1" in done.dev_metrics
+            assert (data_dir / "jobs" / job.id / "log.txt").read_text().strip().endswith("done")
+
+            with TaggerClient(f"127.0.0.1:{running.port}") as client:
+                response = client.tag("We drove from Boston to Chicago last year .", models=["places"])
+                assert response.models[0].name == "places" and response.models[0].version == "1"
+                labels = client.list_models()
+                assert {"B-PLACE", "I-PLACE"} <= set(next(m for m in labels.models if m.name == "places").tasks[0].labels)
+
+            long_job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="places-train", dev_corpus="places-dev", model_name="places",
+                overrides={**FAST, "train.epochs": "200"}), timeout=30)
+            for _ in range(240):
+                if training.GetJob(pb.GetJobRequest(id=long_job.id), timeout=10).state == "RUNNING":
+                    break
+                time.sleep(0.25)
+            cancelled = training.CancelJob(pb.CancelJobRequest(id=long_job.id), timeout=30)
+            assert cancelled.id == long_job.id
+            final = watch(training, long_job.id)[-1].job
+            assert final.state == "CANCELLED" and final.error == "cancelled"
+
+    # A restarted server finds its jobs, corpora and model versions.
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            jobs = pb_grpc.TrainingStub(channel).ListJobs(pb.ListJobsRequest(), timeout=30).jobs
+            assert [j.state for j in jobs] == ["CANCELLED", "SUCCEEDED"]
+            versions = pb_grpc.ModelsStub(channel).ListModels(pb.ListModelVersionsRequest(name="places"), timeout=30)
+            assert [(v.version, v.active) for v in versions.versions] == [("1", True)]
+        with TaggerClient(f"127.0.0.1:{running.port}") as client:
+            assert client.tag("Paris .", models=["places"]).models[0].version == "1"
+
+
+def test_bad_corpora_are_rejected_and_nothing_is_stored(loop_thread, models_dir, tmp_path, shared_data):
+    data_dir = tmp_path / "data"
+    with training_server(loop_thread, models_dir, data_dir, max_corpus_bytes=200_000) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            good = corpus_bytes(shared_data, "dev", 20)
+            bad = good + b"broken\tB-PER\textra\n"
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "broken", bad)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            line = good.count(b"\n") + 1
+            assert f"line {line}: expected 5 columns, found 3" in error.value.details()
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "../escape", good)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "invalid name" in error.value.details()
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "huge", corpus_bytes(shared_data, "train", 3000))
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert sorted(p.name for p in (data_dir / "corpora").iterdir()) == []
+            upload(training, "fine", good)
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "fine", good)
+            assert "immutable" in error.value.details()
+            with pytest.raises(grpc.RpcError) as error:
+                training.StartTraining(pb.StartTrainingRequest(train_corpus="fine", dev_corpus="missing",
+                                                               model_name="m"), timeout=30)
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.RpcError) as error:
+                training.StartTraining(pb.StartTrainingRequest(train_corpus="fine", dev_corpus="fine", model_name="m",
+                                                               overrides={"train.epochs": "-1"}), timeout=30)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "train.epochs" in error.value.details()
+
+
+def test_training_needs_the_admin_token(loop_thread, models_dir, tmp_path, shared_data):
+    with training_server(loop_thread, models_dir, tmp_path / "data", admin_token="tok") as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "c", corpus_bytes(shared_data, "dev", 5))
+            assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as error:
+                list(training.WatchJob(pb.GetJobRequest(id="x"), timeout=10))
+            assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert upload(training, "c", corpus_bytes(shared_data, "dev", 5),
+                          metadata=[("authorization", "Bearer tok")]).sentences == 5
