@@ -90,6 +90,93 @@ def client_models(
                    f"{100 * version.dev_score:>7.2f}  {tasks}")
 
 
+@client_app.command("upload")
+def client_upload(
+    name: Annotated[str, typer.Argument(help="corpus name (a-z 0-9 . _ -)")],
+    path: Annotated[Path, typer.Argument(help="the corpus file")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, conllu or columns")] = "auto",
+    token_column: Annotated[int, typer.Option("--token-column", help="1-based; 0 detects")] = 0,
+    label_column: Annotated[str, typer.Option("--label-column", help="1-based, or upos/xpos; empty detects")] = "",
+    scheme: Annotated[str, typer.Option("--scheme")] = "auto",
+    server: ServerOpt = "127.0.0.1:50051",
+    token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """Upload a corpus; the server validates it (errors name the line) and stores it."""
+    import grpc
+    from tqdm import tqdm
+
+    from tagger_proto.v1 import tagger_pb2 as pb
+
+    corpus_format = pb.CorpusFormat(format=fmt, token_column=token_column, label_column=label_column, scheme=scheme)
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key, token) as client, \
+                tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"uploading {name}") as bar:
+            corpus = client.upload(name, path, corpus_format, progress=bar.update)
+    except grpc.RpcError as error:
+        _rpc_error(error)
+    except OSError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"stored {corpus.name}: {corpus.sentences} sentences, {corpus.tokens} tokens, {corpus.kind} labels "
+               f"({', '.join(corpus.labels)}), sha256 {corpus.sha256[:16]}")
+
+
+@client_app.command("train")
+def client_train(
+    train: Annotated[str, typer.Option("--train", help="uploaded training corpus")],
+    dev: Annotated[str, typer.Option("--dev", help="uploaded development corpus")],
+    model: Annotated[str, typer.Option("--model", help="model name to add a version to")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="config override, e.g. train.epochs=5")] = None,
+    server: ServerOpt = "127.0.0.1:50051",
+    token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """Start a training job and follow it with a progress bar until it ends."""
+    import grpc
+    from tqdm import tqdm
+
+    overrides = dict(item.split("=", 1) for item in set_ or [] if "=" in item)
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key, token) as client:
+            job = client.start_training(train, dev, model, overrides)
+            typer.echo(f"job {job.id} queued")
+            bar = tqdm(total=job.epochs, unit="epoch", desc=f"training {model}")
+            for event in client.watch_job(job.id):
+                current = event.job
+                done = max(0.0, current.epoch - 1 + (current.step / current.steps if current.steps else 0))
+                bar.n = round(done, 2)
+                bar.set_postfix(state=current.state, loss=f"{current.loss:.3f}", dev=f"{current.dev_score:.4f}",
+                                eta=f"{current.eta_seconds:.0f}s")
+                bar.refresh()
+            bar.close()
+    except grpc.RpcError as error:
+        _rpc_error(error)
+    if current.state != "SUCCEEDED":
+        typer.echo(f"job {current.id} {current.state}: {current.error}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{model} version {current.version} {'activated' if current.activated else 'registered (not activated)'}")
+    for key, value in sorted(current.dev_metrics.items()):
+        typer.echo(f"  dev {key:<20}{value:.4f}")
+
+
+@client_app.command("jobs")
+def client_jobs(
+    server: ServerOpt = "127.0.0.1:50051",
+    token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
+) -> None:
+    """List training jobs, newest first."""
+    import grpc
+
+    try:
+        with _client(server, tls_ca, tls_cert, tls_key, token) as client:
+            jobs = client.jobs().jobs
+    except grpc.RpcError as error:
+        _rpc_error(error)
+    typer.echo(f"{'job':<14}{'state':<11}{'model':<16}{'version':>8}{'epoch':>7}{'dev':>8}  error")
+    for job in jobs:
+        typer.echo(f"{job.id:<14}{job.state:<11}{job.model_name:<16}{job.version:>8}{job.epoch:>4}/{job.epochs:<3}"
+                   f"{100 * job.dev_score:>7.2f}  {job.error}")
+
+
 @client_app.command("activate")
 def client_activate(
     name: Annotated[str, typer.Argument(help="model name")], version: Annotated[str, typer.Argument(help="version")],

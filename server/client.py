@@ -51,6 +51,7 @@ class TaggerClient:
         self.metadata = [("authorization", f"Bearer {token}")] if token else None
         self.stub = pb_grpc.TaggerStub(self.channel)
         self.models_stub = pb_grpc.ModelsStub(self.channel)
+        self.training_stub = pb_grpc.TrainingStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
     def __enter__(self) -> "TaggerClient":
@@ -86,6 +87,37 @@ class TaggerClient:
     def delete(self, name: str, version: str) -> None:
         self.models_stub.DeleteModel(pb.DeleteModelRequest(name=name, version=version), timeout=self.timeout,
                                      metadata=self.metadata)
+
+    def upload(self, name: str, path: Path, fmt: pb.CorpusFormat | None = None, chunk: int = 1024 * 1024,
+               progress=None) -> pb.Corpus:
+        """Stream a corpus file in chunks of at most 1 MiB; ``progress`` is called with bytes sent."""
+        def chunks():
+            with open(path, "rb") as handle:
+                first = True
+                while data := handle.read(chunk):
+                    yield pb.CorpusChunk(name=name, format=fmt or pb.CorpusFormat(), data=data) if first \
+                        else pb.CorpusChunk(data=data)
+                    first = False
+                    if progress:
+                        progress(len(data))
+                if first:
+                    yield pb.CorpusChunk(name=name, format=fmt or pb.CorpusFormat())
+        return self.training_stub.UploadCorpus(chunks(), timeout=None, metadata=self.metadata)
+
+    def start_training(self, train: str, dev: str, model_name: str, overrides: dict[str, str] | None = None) -> pb.Job:
+        request = pb.StartTrainingRequest(train_corpus=train, dev_corpus=dev, model_name=model_name,
+                                          overrides=overrides or {})
+        return self.training_stub.StartTraining(request, timeout=self.timeout, metadata=self.metadata)
+
+    def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:
+        return self.training_stub.WatchJob(pb.GetJobRequest(id=job_id), timeout=None, metadata=self.metadata)
+
+    def jobs(self) -> pb.ListJobsResponse:
+        return self.training_stub.ListJobs(pb.ListJobsRequest(), timeout=self.timeout, metadata=self.metadata)
+
+    def cancel_job(self, job_id: str) -> pb.Job:
+        return self.training_stub.CancelJob(pb.CancelJobRequest(id=job_id), timeout=self.timeout,
+                                            metadata=self.metadata)
 
     def health(self, service: str = "") -> str:
         """``SERVING``, ``NOT_SERVING`` or ``SERVICE_UNKNOWN``."""

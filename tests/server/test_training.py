@@ -148,3 +148,27 @@ def test_training_needs_the_admin_token(loop_thread, models_dir, tmp_path, share
             assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert upload(training, "c", corpus_bytes(shared_data, "dev", 5),
                           metadata=[("authorization", "Bearer tok")]).sentences == 5
+
+
+def test_client_cli_upload_train_jobs(loop_thread, models_dir, tmp_path, shared_data):
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    train_file, dev_file = tmp_path / "train.iob2", tmp_path / "dev.iob2"
+    train_file.write_bytes(corpus_bytes(shared_data, "train", 200))
+    dev_file.write_bytes(corpus_bytes(shared_data, "dev", 40))
+    with training_server(loop_thread, models_dir, tmp_path / "data") as running:
+        address = f"127.0.0.1:{running.port}"
+        runner = CliRunner()
+        for name, path in (("t", train_file), ("d", dev_file)):
+            result = runner.invoke(app, ["client", "upload", name, str(path), "--server", address])
+            assert result.exit_code == 0, result.output
+        assert "stored t: 200 sentences" in result.output or "stored d: 40 sentences" in result.output
+        overrides = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]
+        result = runner.invoke(app, ["client", "train", "--train", "t", "--dev", "d", "--model", "cli-model",
+                                     "--server", address, *overrides])
+        assert result.exit_code == 0, result.output
+        assert "cli-model version 1 activated" in result.output and "dev ner.f1" in result.output
+        result = runner.invoke(app, ["client", "jobs", "--server", address])
+        assert result.exit_code == 0 and "SUCCEEDED" in result.output and "cli-model" in result.output
