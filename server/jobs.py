@@ -70,7 +70,8 @@ class JobManager:
 
     # --- requests -------------------------------------------------------------------------
 
-    def submit(self, train: str, dev: str, model_name: str, overrides: dict[str, str]) -> dict[str, Any]:
+    def submit(self, train: str, dev: str, model_name: str, overrides: dict[str, str], base: str = "") -> dict[str, Any]:
+        """Queue a job; ``base`` is ``name`` (its active version) or ``name:version`` to start from."""
         from tagger.config import ConfigError, load_config, parse_assignment
 
         check_name(model_name)
@@ -79,8 +80,13 @@ class JobManager:
             config = load_config(None, dict(parse_assignment(f"{k}={v}") for k, v in overrides.items()))
         except ConfigError as error:
             raise JobError(str(error)) from None
+        base_path = None
+        if base:
+            base_name, _, base_version = base.partition(":")
+            base_version = base_version or self.models.active(base_name) or ""
+            base_path = str(self.models.path(base_name, base_version))
         job_id = uuid.uuid4().hex[:12]
-        request = {"train": train, "dev": dev, "config": config.model_dump_json()}
+        request = {"train": train, "dev": dev, "config": config.model_dump_json(), "base": base_path}
         row = {"id": job_id, "state": "QUEUED", "model_name": model_name, "request": json.dumps(request),
                "version": "", "activated": 0, "epoch": 0, "epochs": config.train.epochs, "step": 0, "steps": 0,
                "loss": 0.0, "dev_score": 0.0, "error": "", "created": time.time(), "started": 0.0,
@@ -160,7 +166,7 @@ class JobManager:
         process = context.Process(target=worker.run, daemon=True, args=(
             str(directory), request["config"], str(self.corpora.path(request["train"])),
             self.corpora.meta(request["train"])["format"], str(self.corpora.path(request["dev"])),
-            self.corpora.meta(request["dev"])["format"], self.threads, events))
+            self.corpora.meta(request["dev"])["format"], self.threads, events, request.get("base")))
         process.start()
         self._processes[job_id] = process
         await self._set(job_id, state="RUNNING", started=time.time())

@@ -71,9 +71,11 @@ class TrainingService(pb_grpc.TrainingServicer):
 
     async def StartTraining(self, request: pb.StartTrainingRequest, context) -> pb.Job:
         try:
-            job = self.jobs.submit(request.train_corpus, request.dev_corpus, request.model_name, dict(request.overrides))
+            job = self.jobs.submit(request.train_corpus, request.dev_corpus, request.model_name,
+                                   dict(request.overrides), request.base_model)
         except StoreError as error:
-            code = grpc.StatusCode.NOT_FOUND if "no corpus" in str(error) else grpc.StatusCode.INVALID_ARGUMENT
+            code = grpc.StatusCode.NOT_FOUND if "no corpus" in str(error) or "has no version" in str(error) \
+                else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(error))
         except JobError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

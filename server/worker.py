@@ -11,7 +11,7 @@ from typing import Any
 
 
 def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any], dev: str,
-        dev_format: dict[str, Any], threads: int, events) -> None:
+        dev_format: dict[str, Any], threads: int, events, base: str | None = None) -> None:
     directory = Path(job_dir)
     log = open(directory / "log.txt", "a", buffering=1, encoding="utf-8")
     sys.stdout = sys.stderr = log
@@ -24,15 +24,20 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
 
         if threads:
             torch.set_num_threads(threads)
+        from tagger.artifact import load_model
+
         config = TaggerConfig.model_validate_json(config_json)
         config.data = CorpusFormat.model_validate(train_format)
-        if not config.model.tasks:
+        base_model = load_model(base) if base else None
+        if base_model is not None:
+            config.model = base_model.config.model
+        elif not config.model.tasks:
             config.model.tasks = tasks_for(train, config.data, [None])
         train_examples, dev_examples = task_examples(train, dev, config, CorpusFormat.model_validate(dev_format))
         print(f"training on {len(train_examples)} sentences, {len(dev_examples)} dev sentences", flush=True)
         result = run_training(config, train_examples, dev_examples, directory / "model", progress=False,
                               on_epoch=lambda record: events.put(("epoch", record)),
-                              on_step=lambda record: events.put(("step", record)))
+                              on_step=lambda record: events.put(("step", record)), base=base_model)
         events.put(("done", {"dev": result.metrics["dev"]}))
         print("done", flush=True)
     except BaseException as error:  # reported to the server, then the process ends

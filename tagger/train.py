@@ -108,7 +108,7 @@ def dev_score(model: Model, reports: Mapping[str, Mapping[str, Any]]) -> float:
 
 def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: str | Path,
           resume: bool = False, progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-          on_step: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_step: Callable[[dict[str, Any]], None] | None = None, base: Model | None = None) -> TrainResult:
     """Train, keeping the best model (by dev score) in ``output``.
 
     Args:
@@ -119,6 +119,9 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
         progress: show a progress bar.
         on_epoch: called with each epoch's record (epoch, loss, dev, lr, seconds).
         on_step: called every few batches with epoch, step, steps and the mean loss so far.
+        base: a trained model to start from: its architecture, vocabularies, labels and
+            weights are kept (``config.model`` is ignored); every training label must be one
+            it knows.
     """
     tc = config.train
     if tc.threads:
@@ -127,12 +130,20 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
     if tc.max_sentences:
         train_data = train_data[: tc.max_sentences]
     output = Path(output)
-    words, chars, labels, table, pretrained = build_vocabularies(config, train_data)
+    if base is not None:
+        config = config.model_copy(update={"model": base.config.model.model_copy(deep=True)})
+        _check_labels(base, train_data)
+        words, chars, labels = base.featurizer.words, base.featurizer.chars, base.featurizer.labels
+        table = pretrained = None
+    else:
+        words, chars, labels, table, pretrained = build_vocabularies(config, train_data)
     if table is not None:
         config = config.model_copy(deep=True)
         config.model.word_dim = table.shape[1]
     model = build_model(config, words, chars, labels)
     network = model.network
+    if base is not None:
+        network.load_state_dict(base.network.state_dict())
     if table is not None:
         network.word_embed.weight.data.copy_(torch.from_numpy(table))
         if config.model.freeze_vectors:  # pretrained rows get no gradient; the others learn
@@ -214,6 +225,19 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
     write_card(output)
     shutil.rmtree(checkpoint, ignore_errors=True)
     return TrainResult(best, metrics)
+
+
+def _check_labels(base: Model, data: Sequence[Example]) -> None:
+    for task in base.config.model.tasks:
+        known = set(base.featurizer.labels[task.name].items)
+        seen = {label for e in data if task.name in e.labels
+                for label in base.featurizer.encode_labels(task.name, e.labels[task.name])}
+        if seen - known:
+            raise ValueError(f"the base model's {task.name} task has no label {', '.join(sorted(seen - known))}; "
+                             "train a new model instead")
+    missing = {t for e in data for t in e.labels} - {t.name for t in base.config.model.tasks}
+    if missing:
+        raise ValueError(f"the base model has no task {', '.join(sorted(missing))}")
 
 
 def _optimizer(config: TaggerConfig, network: torch.nn.Module) -> torch.optim.Optimizer:

@@ -80,6 +80,16 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
                 labels = client.list_models()
                 assert {"B-PLACE", "I-PLACE"} <= set(next(m for m in labels.models if m.name == "places").tasks[0].labels)
 
+            tuned = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="places-dev", dev_corpus="places-dev", model_name="places", base_model="places",
+                overrides={"train.epochs": "1", "train.lr": "0.001"}), timeout=30)
+            tuned = watch(training, tuned.id)[-1].job
+            assert (tuned.state, tuned.version) == ("SUCCEEDED", "2"), tuned.error
+            with pytest.raises(grpc.RpcError) as error:
+                training.StartTraining(pb.StartTrainingRequest(train_corpus="places-dev", dev_corpus="places-dev",
+                                                               model_name="x", base_model="places:9"), timeout=30)
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
             long_job = training.StartTraining(pb.StartTrainingRequest(
                 train_corpus="places-train", dev_corpus="places-dev", model_name="places",
                 overrides={**FAST, "train.epochs": "200"}), timeout=30)
@@ -96,11 +106,12 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
     with training_server(loop_thread, models_dir, data_dir) as running:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             jobs = pb_grpc.TrainingStub(channel).ListJobs(pb.ListJobsRequest(), timeout=30).jobs
-            assert [j.state for j in jobs] == ["CANCELLED", "SUCCEEDED"]
+            assert [j.state for j in jobs] == ["CANCELLED", "SUCCEEDED", "SUCCEEDED"]
             versions = pb_grpc.ModelsStub(channel).ListModels(pb.ListModelVersionsRequest(name="places"), timeout=30)
-            assert [(v.version, v.active) for v in versions.versions] == [("1", True)]
+            active = [v.version for v in versions.versions if v.active]
+            assert [v.version for v in versions.versions] == ["1", "2"] and len(active) == 1
         with TaggerClient(f"127.0.0.1:{running.port}") as client:
-            assert client.tag("Paris .", models=["places"]).models[0].version == "1"
+            assert client.tag("Paris .", models=["places"]).models[0].version == active[0]
 
 
 def test_bad_corpora_are_rejected_and_nothing_is_stored(loop_thread, models_dir, tmp_path, shared_data):
