@@ -4,6 +4,7 @@ version, cancel, restart, and refuse bad corpora and bad tokens."""
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import contextmanager
 
@@ -62,10 +63,25 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
             assert {"B-PLACE", "I-PLACE", "B-PER"} <= set(corpus.labels) and len(corpus.sha256) == 64
             upload(training, "places-dev", corpus_bytes(shared_data, "dev", 80))
 
+            failures, stop = [], threading.Event()
+
+            def keep_tagging():  # tagging goes on, unharmed, while a worker process trains
+                with TaggerClient(f"127.0.0.1:{running.port}") as client:
+                    while not stop.is_set():
+                        try:
+                            client.tag("Tagging while training runs .", models=["pos"])
+                        except grpc.RpcError as error:
+                            failures.append(error)
+
+            tagging = threading.Thread(target=keep_tagging)
+            tagging.start()
             job = training.StartTraining(pb.StartTrainingRequest(
                 train_corpus="places-train", dev_corpus="places-dev", model_name="places", overrides=FAST), timeout=30)
             assert job.state == "QUEUED" and job.epochs == 2
             events = watch(training, job.id)
+            stop.set()
+            tagging.join()
+            assert failures == []
             states = [e.job.state for e in events]
             assert states[-1] == "SUCCEEDED" and events[-1].final and "RUNNING" in states
             assert any(e.job.step > 0 and e.job.steps > 0 for e in events)

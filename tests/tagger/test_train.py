@@ -110,3 +110,22 @@ def test_span_task_trains_with_iobes_inside_and_iob2_outside(uner_sentences, tmp
     assert {"precision", "recall", "f1", "per_label"} <= set(report)
     outputs = {label for p in predict(result.model, [e.tokens for e in dev_part]) for label in p["ner"].labels}
     assert outputs <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"}
+
+
+def test_training_from_a_base_model(pos_examples, tmp_path):
+    train_part, dev_part = pos_examples
+    first = train(small_config(epochs=1), train_part, dev_part[:30], tmp_path / "base", progress=False)
+    other = small_config(epochs=1)
+    other.model.encoder.hidden = 999  # ignored: the base model's architecture is kept
+    tuned = train(other, train_part[:100], dev_part[:30], tmp_path / "tuned", progress=False, base=first.model)
+    assert tuned.model.config.model == first.model.config.model
+    assert tuned.model.featurizer.words.items == first.model.featurizer.words.items
+    before = first.model.network.state_dict()
+    after = tuned.model.network.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    bad = [Example(("x",), {"upos": ("NOT-A-TAG",)})]
+    with pytest.raises(ValueError, match="has no label NOT-A-TAG"):
+        train(small_config(epochs=1), bad, bad, tmp_path / "bad", progress=False, base=first.model)
+    with pytest.raises(ValueError, match="has no task ner"):
+        train(small_config(epochs=1), [Example(("x",), {"ner": ("O",)})], bad, tmp_path / "bad2", progress=False,
+              base=first.model)
