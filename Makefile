@@ -22,7 +22,7 @@ bench: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
-# Rebuild models/ from ../shared/data (fixed seeds; about an hour on 2 cores).
+# Rebuild models/ from ../shared/data (fixed seeds; about 45 minutes on 2 cores).
 models: setup
 	$(BIN)/python scripts/build_models.py
 

@@ -154,8 +154,21 @@ def client_train(
         typer.echo(f"job {current.id} {current.state}: {current.error}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{model} version {current.version} {'activated' if current.activated else 'registered (not activated)'}")
-    for key, value in sorted(current.dev_metrics.items()):
-        typer.echo(f"  dev {key:<20}{value:.4f}")
+    typer.echo(_dev_report(dict(current.dev_metrics)))
+
+
+def _dev_report(metrics: dict[str, float]) -> str:
+    """The dev report of a finished job: per task, then per label (seqeval's for span tasks)."""
+    lines = []
+    for task in sorted({key.split(".")[0] for key in metrics}):
+        overall = "  ".join(f"{k} {metrics[f'{task}.{k}']:.4f}" for k in ("accuracy", "precision", "recall", "f1")
+                            if f"{task}.{k}" in metrics)
+        lines += [f"dev {task}: {overall}", f"  {'label':<16}{'precision':>10}{'recall':>10}{'f1':>10}"]
+        labels = sorted({key.split(".")[1] for key in metrics if key.count(".") == 2 and key.startswith(f"{task}.")})
+        for label in labels:
+            lines.append(f"  {label:<16}" + "".join(f"{metrics[f'{task}.{label}.{k}']:>10.4f}"
+                                                    for k in ("precision", "recall", "f1")))
+    return "\n".join(lines)
 
 
 @client_app.command("jobs")

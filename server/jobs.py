@@ -211,11 +211,13 @@ class JobManager:
         job = self.get(job_id)
         scores = [float(r["f1"] if "f1" in r else r["accuracy"]) for r in dev.values()]
         dev_score = sum(scores) / len(scores) if scores else 0.0
-        metrics = {task: {k: float(v) for k, v in r.items() if k in ("accuracy", "precision", "recall", "f1")}
-                   for task, r in dev.items()}
+        flat = {}
+        for task, report in dev.items():
+            flat.update({f"{task}.{k}": float(v) for k, v in report.items() if k in ("accuracy", "precision", "recall", "f1")})
+            flat.update({f"{task}.{label}.{k}": float(row[k]) for label, row in report.get("per_label", {}).items()
+                         for k in ("precision", "recall", "f1")})
         version = await asyncio.to_thread(self.models.add, job["model_name"], self.root / job_id / "model")
         activated = await self.on_finished(job["model_name"], version, dev_score)
-        flat = {f"{task}.{k}": v for task, r in metrics.items() for k, v in r.items()}
         await self._set(job_id, state="SUCCEEDED", version=version, activated=int(activated), dev_score=dev_score,
                         dev_metrics=json.dumps(flat), finished=time.time(), eta=0.0)
 

@@ -88,6 +88,7 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
             assert any(e.job.epoch == 2 for e in events)
             done = events[-1].job
             assert (done.version, done.activated) == ("1", True) and "ner.f1" in done.dev_metrics
+            assert "ner.PLACE.f1" in done.dev_metrics
             assert (data_dir / "jobs" / job.id / "log.txt").read_text().strip().endswith("done")
 
             with TaggerClient(f"127.0.0.1:{running.port}") as client:
@@ -196,6 +197,53 @@ def test_client_cli_upload_train_jobs(loop_thread, models_dir, tmp_path, shared_
         result = runner.invoke(app, ["client", "train", "--train", "t", "--dev", "d", "--model", "cli-model",
                                      "--server", address, *overrides])
         assert result.exit_code == 0, result.output
-        assert "cli-model version 1 activated" in result.output and "dev ner.f1" in result.output
+        assert "cli-model version 1 activated" in result.output
+        assert "dev ner: accuracy" in result.output and "f1" in result.output
+        assert any(line.split()[:1] == ["PLACE"] for line in result.output.splitlines())
         result = runner.invoke(app, ["client", "jobs", "--server", address])
         assert result.exit_code == 0 and "SUCCEEDED" in result.output and "cli-model" in result.output
+
+
+def test_restart_marks_interrupted_jobs_failed(models_dir, tmp_path):
+    import asyncio
+
+    from server.corpora import CorpusStore
+    from server.jobs import JobManager
+
+    data_dir = tmp_path / "data"
+    store = ModelStore(data_dir)
+    corpora = CorpusStore(data_dir, 10**6)
+
+    async def never(*_):
+        return False
+
+    async def main():
+        manager = JobManager(data_dir, store, corpora, 1, 1, never)
+        # the database as a crashed server left it: one running, one queued, one finished job
+        for job_id, state in (("running1", "RUNNING"), ("queued1", "QUEUED"), ("done1", "SUCCEEDED")):
+            manager.db.execute("INSERT INTO jobs (id, state, model_name, request, created, dev_metrics) "
+                               "VALUES (?, ?, 'm', '{}', ?, '{}')", (job_id, state, len(job_id)))
+        manager.start()
+        states = {j["id"]: (j["state"], j["error"]) for j in manager.list()}
+        await manager.close()
+        return states
+
+    states = asyncio.run(main())
+    assert states["running1"] == ("FAILED", "interrupted by a server restart")
+    assert states["queued1"] == ("FAILED", "interrupted by a server restart")
+    assert states["done1"][0] == "SUCCEEDED"
+
+
+def test_auto_activation_only_when_not_worse(loop_thread, models_dir, tmp_path):
+    from server.admin import ModelsService
+
+    with training_server(loop_thread, models_dir, tmp_path / "data") as running:
+        store = ModelStore(tmp_path / "data")
+        version = store.add("pos", models_dir / "pos")
+        service = ModelsService(store, running.service)
+        active = running.service.registry.get("pos")
+        assert not loop_thread.run(service.activate_if_better("pos", version, active.dev_score - 0.01, True))
+        assert running.service.registry.get("pos").version == active.version
+        assert not loop_thread.run(service.activate_if_better("pos", version, active.dev_score + 0.01, False))
+        assert loop_thread.run(service.activate_if_better("pos", version, active.dev_score, True))
+        assert running.service.registry.get("pos").version == version

@@ -1,4 +1,10 @@
-"""The CRF against brute-force enumeration of every tag sequence."""
+"""The CRF and the softmax decoder against brute-force enumeration of every tag sequence.
+
+Everything runs in float64 so that exact enumeration and the dynamic programmes agree to
+1e-9. The brute force scores sequences from the raw parameters (``start``, ``transitions``,
+``end``) and, under constraints, enumerates only the legal sequences: it never looks at
+how the CRF implements forbidden transitions.
+"""
 
 from __future__ import annotations
 
@@ -10,105 +16,321 @@ import torch
 from tagger.crf import CRF, SoftmaxDecoder
 from tagger.schemes import allowed_transitions, labels_for
 
+SEEDS = range(8)
+# (number of tags, lengths of the rows of one batch): single tokens, full rows, padding,
+# the longest row not first, and rows of one token padded to five.
+SHAPES = [
+    (3, [1]),
+    (3, [2, 1]),
+    (3, [4, 2, 1, 3]),
+    (4, [5, 3]),
+    (4, [1, 5, 2]),
+    (4, [5, 5]),
+    (3, [3, 5, 1, 4, 2]),
+]
+ATOL = 1e-9
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    """Exact comparisons need float64; restored after each test."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+# --------------------------------------------------------------------------- helpers
 
-
-def sequence_score(crf, emissions, tags):
-    start, trans, end = crf._scores()
-    score = start[tags[0]] + emissions[0, tags[0]]
-    for t in range(1, len(tags)):
-        score = score + trans[tags[t - 1], tags[t]] + emissions[t, tags[t]]
-    return score + end[tags[-1]]
-
-
-def brute_force(crf, emissions, length):
-    """All sequences' scores for one row: (log Z, best sequence, marginals (T, L))."""
-    labels = emissions.size(1)
-    sequences = list(itertools.product(range(labels), repeat=length))
-    scores = torch.stack([sequence_score(crf, emissions[:length], s) for s in sequences])
-    log_z = torch.logsumexp(scores, 0)
-    best = sequences[int(scores.argmax())]
-    marginals = torch.zeros(length, labels)
-    for sequence, score in zip(sequences, scores):
-        for t, tag in enumerate(sequence):
-            marginals[t, tag] += torch.exp(score - log_z)
-    return log_z, list(best), marginals
-
-
-def random_case(seed, labels, lengths, constraints=None):
+def make_crf(seed: int, num_tags: int, constraints=None) -> CRF:
+    """A float64 CRF with parameters large enough that the best path is not trivial."""
     torch.manual_seed(seed)
-    crf = CRF(labels, constraints)
+    crf = CRF(num_tags, constraints).double()
     with torch.no_grad():
         crf.transitions.normal_()
         crf.start.normal_()
         crf.end.normal_()
-    emissions = torch.randn(len(lengths), max(lengths), labels) * 2
-    mask = torch.arange(max(lengths)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-    tags = torch.randint(labels, (len(lengths), max(lengths)))
-    return crf, emissions, mask, tags
+    return crf
 
 
-@pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("labels, lengths", [(3, [1]), (3, [4, 2, 1]), (4, [5, 3]), (2, [5, 5])])
-def test_against_brute_force(seed, labels, lengths):
-    crf, emissions, mask, tags = random_case(seed, labels, lengths)
+def make_batch(seed: int, num_tags: int, lengths: list[int]):
+    """Emissions (B, T, L), mask (B, T) as right padding, and random gold tags (B, T)."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+    width = max(lengths)
+    emissions = torch.randn(len(lengths), width, num_tags, generator=generator, dtype=torch.float64) * 2
+    mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    tags = torch.randint(num_tags, (len(lengths), width), generator=generator)
+    return emissions, mask, tags
+
+
+def all_sequences(num_tags: int, length: int, constraints=None) -> torch.Tensor:
+    """(N, length) every tag sequence, or only the legal ones under ``constraints``."""
+    sequences = torch.tensor(list(itertools.product(range(num_tags), repeat=length)), dtype=torch.long)
+    if constraints is not None:
+        sequences = torch.stack([s for s in sequences if is_legal(s.tolist(), constraints)])
+    return sequences
+
+
+def is_legal(path: list[int], constraints) -> bool:
+    start_ok, trans_ok, end_ok = constraints
+    return bool(start_ok[path[0]] and end_ok[path[-1]] and all(trans_ok[a][b] for a, b in zip(path, path[1:])))
+
+
+def path_scores(crf: CRF, emissions: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
+    """(N,) unnormalised score of each sequence for one row's real emissions (T, L)."""
+    with torch.no_grad():
+        steps = torch.arange(sequences.size(1))
+        score = crf.start[sequences[:, 0]] + crf.end[sequences[:, -1]]
+        score = score + emissions[steps, sequences].sum(1)
+        score = score + crf.transitions[sequences[:, :-1], sequences[:, 1:]].sum(1)
+    return score
+
+
+def brute_force(crf: CRF, emissions: torch.Tensor, length: int, constraints=None):
+    """For one row: (log Z, best sequence, (length, L) marginals) by enumeration."""
+    num_tags = emissions.size(-1)
+    sequences = all_sequences(num_tags, length, constraints)
+    scores = path_scores(crf, emissions[:length], sequences)
+    log_z = torch.logsumexp(scores, 0)
+    probabilities = torch.exp(scores - log_z)  # (N,)
+    marginals = torch.zeros(length, num_tags, dtype=torch.float64)
+    for t in range(length):
+        marginals[t].index_add_(0, sequences[:, t], probabilities)
+    return log_z, sequences[int(scores.argmax())].tolist(), marginals
+
+
+def scheme_constraints(scheme: str):
+    labels = labels_for(["PER", "LOC"], scheme)
+    return labels, allowed_transitions(labels, scheme)
+
+
+# --------------------------------------------------------------------------- unconstrained CRF
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_tags, lengths", SHAPES)
+def test_log_likelihood_is_gold_score_minus_log_partition(seed, num_tags, lengths):
+    crf = make_crf(seed, num_tags)
+    emissions, mask, tags = make_batch(seed, num_tags, lengths)
+    log_likelihood = crf.log_likelihood(emissions, tags, mask)
+    assert log_likelihood.shape == (len(lengths),) and log_likelihood.dtype == torch.float64
+    for row, length in enumerate(lengths):
+        log_z, _, _ = brute_force(crf, emissions[row], length)
+        gold = path_scores(crf, emissions[row, :length], tags[row, :length].unsqueeze(0))[0]
+        assert log_likelihood[row].item() == pytest.approx((gold - log_z).item(), abs=ATOL)
+        assert log_likelihood[row].item() <= 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_tags, lengths", SHAPES)
+def test_decode_is_the_argmax_sequence(seed, num_tags, lengths):
+    crf = make_crf(seed, num_tags)
+    emissions, mask, _ = make_batch(seed, num_tags, lengths)
+    decoded = crf.decode(emissions, mask)
+    assert decoded.shape == mask.shape and decoded.dtype == torch.long
+    for row, length in enumerate(lengths):
+        _, best, _ = brute_force(crf, emissions[row], length)
+        assert decoded[row, :length].tolist() == best
+        assert decoded[row, length:].eq(0).all(), "padding is tagged 0"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_tags, lengths", SHAPES)
+def test_marginals_match_enumeration(seed, num_tags, lengths):
+    crf = make_crf(seed, num_tags)
+    emissions, mask, _ = make_batch(seed, num_tags, lengths)
+    marginals = crf.marginals(emissions, mask)
+    assert marginals.shape == emissions.shape
+    for row, length in enumerate(lengths):
+        _, _, expected = brute_force(crf, emissions[row], length)
+        torch.testing.assert_close(marginals[row, :length], expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(marginals[row, :length].sum(1), torch.ones(length, dtype=torch.float64),
+                                   atol=ATOL, rtol=0)
+        assert marginals[row, length:].eq(0).all(), "padding has zero probability everywhere"
+    assert (marginals >= 0).all() and (marginals <= 1 + ATOL).all()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_padding_content_is_ignored(seed):
+    """Whatever emissions and tags sit at padding, nothing about the real tokens changes,
+    and each row gives the same answers padded in a batch as alone."""
+    lengths = [5, 2, 3, 1]
+    crf = make_crf(seed, 4)
+    emissions, mask, tags = make_batch(seed, 4, lengths)
+    noisy_emissions = emissions.masked_fill(~mask.unsqueeze(2), 0) + 50 * torch.randn_like(emissions) * (~mask).unsqueeze(2)
+    noisy_tags = torch.where(mask, tags, torch.randint_like(tags, 4))
+    for e, t in ((emissions, tags), (noisy_emissions, noisy_tags)):
+        ll, decoded, marginals = crf.log_likelihood(e, t, mask), crf.decode(e, mask), crf.marginals(e, mask)
+        for row, length in enumerate(lengths):
+            alone = emissions[row : row + 1, :length]
+            alone_mask = torch.ones(1, length, dtype=torch.bool)
+            alone_tags = tags[row : row + 1, :length]
+            assert ll[row].item() == pytest.approx(crf.log_likelihood(alone, alone_tags, alone_mask).item(), abs=ATOL)
+            assert decoded[row, :length].tolist() == crf.decode(alone, alone_mask)[0].tolist()
+            torch.testing.assert_close(marginals[row, :length], crf.marginals(alone, alone_mask)[0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+@pytest.mark.parametrize("length", [1, 2, 4])
+def test_probabilities_of_all_sequences_sum_to_one(seed, length):
+    """exp(log_likelihood) over every tag sequence of a row is a distribution."""
+    num_tags = 3
+    crf = make_crf(seed, num_tags)
+    emissions, _, _ = make_batch(seed, num_tags, [length])
+    sequences = all_sequences(num_tags, length)
+    batch = emissions.expand(len(sequences), -1, -1)
+    mask = torch.ones(len(sequences), length, dtype=torch.bool)
+    total = torch.logsumexp(crf.log_likelihood(batch, sequences, mask), 0)
+    assert total.item() == pytest.approx(0.0, abs=ATOL)
+
+
+# --------------------------------------------------------------------------- constraints
+
+@pytest.mark.parametrize("scheme", ["iob2", "iobes"])
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("lengths", [[1], [4, 2, 3, 1], [3, 4]])
+def test_constrained_crf_matches_enumeration_of_legal_sequences(scheme, seed, lengths):
+    labels, constraints = scheme_constraints(scheme)
+    num_tags = len(labels)
+    crf = make_crf(seed, num_tags, constraints)
+    emissions, mask, _ = make_batch(seed, num_tags, lengths)
+    # Gold: a legal sequence per row (the best legal one of a second, random scoring).
+    other = make_crf(seed + 100, num_tags, constraints)
+    tags = other.decode(torch.randn_like(emissions), mask)
     log_likelihood = crf.log_likelihood(emissions, tags, mask)
     decoded = crf.decode(emissions, mask)
     marginals = crf.marginals(emissions, mask)
     for row, length in enumerate(lengths):
-        log_z, best, expected = brute_force(crf, emissions[row], length)
-        gold = sequence_score(crf, emissions[row], tags[row, :length].tolist())
-        assert log_likelihood[row].item() == pytest.approx((gold - log_z).item(), abs=1e-9)
-        assert decoded[row, :length].tolist() == best
-        assert decoded[row, length:].eq(0).all()
-        assert torch.allclose(marginals[row, :length], expected, atol=1e-9)
-        assert torch.allclose(marginals[row, :length].sum(1), torch.ones(length))
+        path = decoded[row, :length].tolist()
+        assert is_legal(path, constraints), [labels[i] for i in path]
+        gold = tags[row, :length].tolist()
+        assert is_legal(gold, constraints)
+        log_z, best, expected = brute_force(crf, emissions[row], length, constraints)
+        assert path == best
+        gold_score = path_scores(crf, emissions[row, :length], torch.tensor([gold]))[0]
+        assert log_likelihood[row].item() == pytest.approx((gold_score - log_z).item(), abs=1e-8)
+        torch.testing.assert_close(marginals[row, :length], expected, atol=1e-8, rtol=0)
+        torch.testing.assert_close(marginals[row, :length].sum(1), torch.ones(length, dtype=torch.float64),
+                                   atol=ATOL, rtol=0)
         assert marginals[row, length:].eq(0).all()
 
 
 @pytest.mark.parametrize("scheme", ["iob2", "iobes"])
-@pytest.mark.parametrize("seed", range(4))
-def test_constrained_decoding_is_legal_and_optimal(scheme, seed):
-    names = labels_for(["A", "B"], scheme)
-    constraints = allowed_transitions(names, scheme)
-    start_ok, trans_ok, end_ok = constraints
-    crf, emissions, mask, _ = random_case(seed, len(names), [4, 3], constraints)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_constrained_decoding_is_legal_even_when_emissions_favour_illegal_tags(scheme, seed):
+    """Emissions that strongly prefer I-/E- everywhere (illegal at the start, after O)."""
+    labels, constraints = scheme_constraints(scheme)
+    crf = make_crf(seed, len(labels), constraints)
+    emissions, mask, _ = make_batch(seed, len(labels), [5, 3, 1, 4])
+    inside = torch.tensor([label[0] in "IE" for label in labels])
+    emissions = emissions + 20 * inside.to(emissions.dtype)
     decoded = crf.decode(emissions, mask)
-    for row, length in enumerate([4, 3]):
+    for row, length in enumerate([5, 3, 1, 4]):
         path = decoded[row, :length].tolist()
-        assert start_ok[path[0]] and end_ok[path[-1]]
-        assert all(trans_ok[a][b] for a, b in zip(path, path[1:]))
-        legal = [s for s in itertools.product(range(len(names)), repeat=length)
-                 if start_ok[s[0]] and end_ok[s[-1]] and all(trans_ok[a][b] for a, b in zip(s, s[1:]))]
-        best = max(legal, key=lambda s: sequence_score(crf, emissions[row], list(s)).item())
-        assert path == list(best)
+        assert is_legal(path, constraints), [labels[i] for i in path]
+        assert not (labels[path[0]].startswith("I-") or labels[path[0]].startswith("E-"))
 
 
-def test_gradients_flow():
-    crf, emissions, mask, tags = random_case(0, 4, [5, 2])
+@pytest.mark.parametrize("scheme", ["iob2", "iobes"])
+def test_illegal_gold_sequence_has_negligible_probability(scheme):
+    labels, constraints = scheme_constraints(scheme)
+    crf = make_crf(0, len(labels), constraints)
+    emissions, mask, _ = make_batch(0, len(labels), [3])
+    illegal = torch.tensor([[labels.index("I-PER"), labels.index("I-LOC"), labels.index("O")]])
+    assert not is_legal(illegal[0].tolist(), constraints)
+    assert crf.log_likelihood(emissions, illegal, mask).item() < -1000
+
+
+@pytest.mark.parametrize("scheme", ["iob2", "iobes"])
+def test_constraints_are_buffers_not_weights(scheme):
+    labels, constraints = scheme_constraints(scheme)
+    crf = CRF(len(labels), constraints)
+    assert set(crf.state_dict()) == {"transitions", "start", "end"}
+    assert crf.trans_ok.tolist() == constraints[1]
+    assert crf.start_ok.tolist() == constraints[0] and crf.end_ok.tolist() == constraints[2]
+
+
+# --------------------------------------------------------------------------- gradients
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+@pytest.mark.parametrize("scheme", [None, "iob2", "iobes"])
+def test_gradients_flow(seed, scheme):
+    if scheme is None:
+        num_tags, constraints = 4, None
+    else:
+        labels, constraints = scheme_constraints(scheme)
+        num_tags = len(labels)
+    crf = make_crf(seed, num_tags, constraints)
+    emissions, mask, _ = make_batch(seed, num_tags, [5, 2, 4])
+    tags = crf.decode(torch.randn_like(emissions), mask)  # legal when constrained
     emissions.requires_grad_(True)
-    (-crf.log_likelihood(emissions, tags, mask).sum()).backward()
-    assert torch.isfinite(crf.transitions.grad).all() and crf.transitions.grad.abs().sum() > 0
-    assert emissions.grad[1, 2:].eq(0).all()  # padding gets no gradient
+    loss = -crf.log_likelihood(emissions, tags, mask).sum()
+    loss.backward()
+    for name in ("transitions", "start", "end"):
+        grad = getattr(crf, name).grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    assert torch.isfinite(emissions.grad).all()
+    assert emissions.grad[~mask].eq(0).all(), "padding gets no gradient"
+    if constraints is not None:  # forbidden transitions are constants: no gradient
+        assert crf.transitions.grad[~torch.tensor(constraints[1])].eq(0).all()
 
 
-def test_softmax_decoder():
-    torch.manual_seed(3)
-    emissions = torch.randn(2, 4, 5)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
-    tags = torch.randint(5, (2, 4))
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_gradient_of_log_partition_is_the_marginals(seed):
+    """d log Z / d emissions[t, j] = p(tag t = j): forward-backward and autograd agree."""
+    crf = make_crf(seed, 4)
+    emissions, mask, _ = make_batch(seed, 4, [5, 3, 1])
+    emissions.requires_grad_(True)
+    crf._log_partition(emissions, mask).sum().backward()
+    torch.testing.assert_close(emissions.grad, crf.marginals(emissions.detach(), mask), atol=ATOL, rtol=0)
+
+
+def test_gradcheck():
+    """Analytic gradients of the log-likelihood (w.r.t. emissions and every parameter)
+    match finite differences."""
+    crf = make_crf(0, 3)
+    emissions, mask, tags = make_batch(0, 3, [4, 2])
+    emissions.requires_grad_(True)
+    wrapped = _LogLikelihood(crf)
+    params = [crf.transitions.detach().clone().requires_grad_(True),
+              crf.start.detach().clone().requires_grad_(True),
+              crf.end.detach().clone().requires_grad_(True)]
+
+    def log_likelihood(e, transitions, start, end):
+        parameters = {"crf.transitions": transitions, "crf.start": start, "crf.end": end}
+        return torch.func.functional_call(wrapped, parameters, (e, tags, mask))
+
+    assert torch.autograd.gradcheck(log_likelihood, (emissions, *params))
+
+
+class _LogLikelihood(torch.nn.Module):
+    def __init__(self, crf):
+        super().__init__()
+        self.crf = crf
+
+    def forward(self, emissions, tags, mask):
+        return self.crf.log_likelihood(emissions, tags, mask)
+
+
+# --------------------------------------------------------------------------- softmax decoder
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("num_tags, lengths", SHAPES)
+def test_softmax_decoder(seed, num_tags, lengths):
+    emissions, mask, tags = make_batch(seed, num_tags, lengths)
     decoder = SoftmaxDecoder()
-    logp = emissions.log_softmax(2)
-    expected = torch.stack([logp[0, range(4), tags[0]].sum(), logp[1, range(2), tags[1, :2]].sum()])
-    assert torch.allclose(decoder.log_likelihood(emissions, tags, mask), expected)
+    assert list(decoder.parameters()) == []
+    log_likelihood = decoder.log_likelihood(emissions, tags, mask)
     decoded = decoder.decode(emissions, mask)
-    assert decoded[0].tolist() == emissions[0].argmax(1).tolist() and decoded[1, 2:].eq(0).all()
-    assert torch.allclose(decoder.marginals(emissions, mask)[1, :2].sum(1), torch.ones(2))
+    marginals = decoder.marginals(emissions, mask)
+    assert log_likelihood.shape == (len(lengths),) and decoded.shape == mask.shape
+    for row, length in enumerate(lengths):
+        expected = sum(
+            torch.log(torch.exp(emissions[row, t, tags[row, t]]) / torch.exp(emissions[row, t]).sum())
+            for t in range(length)
+        )
+        assert log_likelihood[row].item() == pytest.approx(float(expected), abs=ATOL)
+        assert decoded[row, :length].tolist() == [int(emissions[row, t].argmax()) for t in range(length)]
+        assert decoded[row, length:].eq(0).all()
+        torch.testing.assert_close(marginals[row, :length], emissions[row, :length].softmax(1), atol=ATOL, rtol=0)
+        torch.testing.assert_close(marginals[row, :length].sum(1), torch.ones(length, dtype=torch.float64),
+                                   atol=ATOL, rtol=0)
+        assert marginals[row, length:].eq(0).all()
+
+
+def test_softmax_decoder_gradients_flow_to_real_tokens_only():
+    emissions, mask, tags = make_batch(0, 4, [4, 2])
+    emissions.requires_grad_(True)
+    (-SoftmaxDecoder().log_likelihood(emissions, tags, mask).sum()).backward()
+    assert torch.isfinite(emissions.grad).all()
+    assert emissions.grad[~mask].eq(0).all() and emissions.grad[mask].abs().sum() > 0

@@ -1,113 +1,319 @@
-"""The network: shapes for every encoder option, padding invariance, learning; batching."""
+"""The network (shapes for every option, padding invariance, learning) and batching
+(the featurizer, length buckets), on a few real EWT sentences."""
 
 from __future__ import annotations
 
+import itertools
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 from tagger.batching import Example, Featurizer, bucketed
 from tagger.config import ModelConfig, TaskConfig
+from tagger.crf import CRF, SoftmaxDecoder
 from tagger.model import SequenceTagger
+from tagger.readers import read_conllu
+from tagger.schemes import convert, labels_for
 from tagger.vocab import Vocab
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+EWT_DEV = DATA / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def sentences():
+    """Twenty dev sentences, each with its UPOS and XPOS tags."""
+    if not EWT_DEV.is_file():
+        pytest.fail(f"expected the EWT corpus at {EWT_DEV}")
+    upos = list(itertools.islice(read_conllu(EWT_DEV, "upos"), 20))
+    xpos = list(itertools.islice(read_conllu(EWT_DEV, "xpos"), 20))
+    assert [s.tokens for s in upos] == [s.tokens for s in xpos]
+    return [(u.tokens, u.labels, x.labels) for u, x in zip(upos, xpos)]
 
 
 @pytest.fixture(scope="module")
-def featurizer(ewt_sentences):
-    sentences = ewt_sentences["train"][:50]
-    words = Vocab(sorted({t.lower() for s in sentences for t in s.tokens}))
-    chars = Vocab(sorted({c for s in sentences for t in s.tokens for c in t}))
-    labels = {"upos": Vocab(sorted({l for s in sentences for l in s.labels}), specials=False)}
+def featurizer(sentences):
+    words = Vocab(sorted({t.lower() for tokens, _, _ in sentences for t in tokens}))
+    chars = Vocab(sorted({c for tokens, _, _ in sentences for t in tokens for c in t}))
+    labels = {
+        "upos": Vocab(sorted({l for _, u, _ in sentences for l in u}), specials=False),
+        "xpos": Vocab(sorted({l for _, _, x in sentences for l in x}), specials=False),
+    }
     return Featurizer(words, chars, labels, lowercase=True, max_chars=12)
 
 
 @pytest.fixture(scope="module")
-def examples(ewt_sentences):
-    return [Example(s.tokens, {"upos": s.labels}) for s in ewt_sentences["train"][:8]]
+def examples(sentences):
+    """Eight sentences of different lengths, both tasks labelled."""
+    chosen = sorted(sentences, key=lambda s: len(s[0]))
+    chosen = chosen[:: max(1, len(chosen) // 8)][:8]
+    assert len({len(tokens) for tokens, _, _ in chosen}) > 3
+    return [Example(tokens, {"upos": u, "xpos": x}) for tokens, u, x in chosen]
 
 
-def network(featurizer, **changes):
-    config = ModelConfig(word_dim=16, tasks=[TaskConfig(name="upos", kind="tag")])
-    config.char.hidden, config.encoder.hidden = 8, 12
+def model_config(**changes) -> ModelConfig:
+    """A tiny two-task config: UPOS with a CRF, XPOS with a softmax; ``changes`` by dotted key."""
+    config = ModelConfig(word_dim=12, tasks=[TaskConfig(name="upos", kind="tag"),
+                                             TaskConfig(name="xpos", kind="tag", decoder="softmax")])
+    config.char.dim, config.char.hidden, config.encoder.hidden = 6, 5, 7
     for dotted, value in changes.items():
         section, _, key = dotted.rpartition(".")
         setattr(getattr(config, section) if section else config, key, value)
-    return SequenceTagger(config, len(featurizer.words), len(featurizer.chars),
-                          {"upos": len(featurizer.labels["upos"])}).eval()
+    return config
 
 
-@pytest.mark.parametrize("changes, hidden", [
-    ({}, 24),
-    ({"char.encoder": "lstm"}, 24),
-    ({"char.encoder": "none"}, 24),
-    ({"char.kernel": 4}, 24),
-    ({"encoder.cell": "gru"}, 24),
-    ({"encoder.cell": "rnn", "encoder.layers": 2}, 24),
-    ({"encoder.merge": "average"}, 12),
-])
-def test_shapes(featurizer, examples, changes, hidden):
-    model = network(featurizer, **changes)
+def network(featurizer, seed: int = 0, **changes) -> SequenceTagger:
+    torch.manual_seed(seed)
+    labels = {task: len(vocab) for task, vocab in featurizer.labels.items()}
+    return SequenceTagger(model_config(**changes), len(featurizer.words), len(featurizer.chars), labels).eval()
+
+
+def run(model, batch):
+    return model(batch.words, batch.chars, batch.char_index, batch.mask)
+
+
+ALL_OPTIONS = list(itertools.product(["cnn", "lstm", "none"], ["lstm", "gru", "rnn"], ["concat", "average"], [1, 2]))
+
+
+# --------------------------------------------------------------------------- the network
+
+@pytest.mark.parametrize("char, cell, merge, layers", ALL_OPTIONS)
+def test_forward_shapes(featurizer, examples, char, cell, merge, layers):
+    model = network(featurizer, **{"char.encoder": char, "encoder.cell": cell, "encoder.merge": merge,
+                                    "encoder.layers": layers})
     batch = featurizer.batch(examples)
-    emissions = model(batch.words, batch.chars, batch.char_index, batch.mask)["upos"]
-    assert emissions.shape == (len(examples), batch.mask.size(1), len(featurizer.labels["upos"]))
+    emissions = run(model, batch)
+    size, width = batch.mask.shape
+    assert set(emissions) == {"upos", "xpos"}
+    for task, vocab in featurizer.labels.items():
+        assert emissions[task].shape == (size, width, len(vocab))
+        assert torch.isfinite(emissions[task]).all()
+    hidden = 7 * (2 if merge == "concat" else 1)
     assert model.encoder.output_dim == hidden
+    assert model.encoder.rnn.num_layers == layers and model.encoder.rnn.bidirectional
+    assert type(model.encoder.rnn).__name__ == {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cell]
+    assert (model.chars is None) == (char == "none")
+    if char != "none":
+        assert model.chars.output_dim == (5 if char == "cnn" else 10)
+        assert model.chars(batch.chars).shape == (batch.chars.size(0), model.chars.output_dim)
+    assert isinstance(model.decoders["upos"], CRF) and isinstance(model.decoders["xpos"], SoftmaxDecoder)
+    decoded = model.decode(emissions, batch.mask)
+    for task in ("upos", "xpos"):
+        tags, probs = decoded[task]
+        assert tags.shape == probs.shape == (size, width)
+        assert tags[~batch.mask].eq(0).all() and probs[~batch.mask].eq(0).all()
+        assert ((probs[batch.mask] > 0) & (probs[batch.mask] <= 1 + 1e-6)).all()
+    loss = model.loss(emissions, batch.tags, batch.has_tags, batch.mask)
+    assert loss.shape == () and torch.isfinite(loss) and loss.item() > 0
 
 
-@pytest.mark.parametrize("changes", [{}, {"char.encoder": "lstm"}, {"encoder.cell": "gru", "encoder.layers": 2}])
-def test_padding_does_not_change_a_sentence(featurizer, examples, changes):
-    model = network(featurizer, **changes)
-    short = min(examples, key=lambda e: len(e.tokens))
-    long = max(examples, key=lambda e: len(e.tokens))
-    alone = featurizer.batch([short])
-    padded = featurizer.batch([long, short])
-    a = model(alone.words, alone.chars, alone.char_index, alone.mask)["upos"][0]
-    b = model(padded.words, padded.chars, padded.char_index, padded.mask)["upos"][1, : len(short.tokens)]
-    assert torch.allclose(a, b, atol=1e-5)
-
-
-def test_a_few_steps_reduce_the_loss(featurizer, examples):
-    torch.manual_seed(0)
-    model = network(featurizer, dropout=0.0).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5])
+def test_char_cnn_any_kernel(featurizer, examples, kernel):
+    model = network(featurizer, **{"char.kernel": kernel})
     batch = featurizer.batch(examples)
+    assert model.chars(batch.chars).shape == (batch.chars.size(0), 5)
+
+
+@pytest.mark.parametrize("char, cell, merge, layers", [
+    ("cnn", "lstm", "concat", 1),
+    ("cnn", "gru", "average", 2),
+    ("lstm", "lstm", "concat", 2),
+    ("lstm", "rnn", "average", 1),
+    ("none", "gru", "concat", 1),
+    ("none", "rnn", "concat", 2),
+    ("cnn", "lstm", "average", 2),
+])
+@pytest.mark.parametrize("kernel", [3, 4])
+def test_padding_does_not_change_a_sentence(featurizer, examples, char, cell, merge, layers, kernel):
+    """A sentence alone and the same sentence padded beside a longer one (whose longer
+    words also widen the character matrix) get the same emissions, tags and scores."""
+    if char != "cnn" and kernel == 4:
+        pytest.skip("kernel only matters for the CNN")
+    model = network(featurizer, **{"char.encoder": char, "encoder.cell": cell, "encoder.merge": merge,
+                                    "encoder.layers": layers, "char.kernel": kernel})
+    long = max(examples, key=lambda e: len(e.tokens))
+    for short in examples:
+        if len(short.tokens) == len(long.tokens):
+            continue
+        alone = featurizer.batch([short])
+        padded = featurizer.batch([long, short, long])
+        assert padded.chars.size(1) >= alone.chars.size(1)
+        n = len(short.tokens)
+        a, b = run(model, alone), run(model, padded)
+        for task in ("upos", "xpos"):
+            torch.testing.assert_close(b[task][1, :n], a[task][0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(b[task][0], b[task][2])
+        da, db = model.decode(a, alone.mask), model.decode(b, padded.mask)
+        for task in ("upos", "xpos"):
+            assert db[task][0][1, :n].tolist() == da[task][0][0].tolist()
+            torch.testing.assert_close(db[task][1][1, :n], da[task][1][0], atol=1e-5, rtol=1e-5)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_uses_dropout(featurizer, examples):
+    model = network(featurizer, dropout=0.5)
+    batch = featurizer.batch(examples)
+    torch.testing.assert_close(run(model, batch)["upos"], run(model, batch)["upos"], atol=0, rtol=0)
+    model.train()
+    torch.manual_seed(1)
+    first = run(model, batch)["upos"]
+    torch.manual_seed(2)
+    assert not torch.equal(first, run(model, batch)["upos"])
+
+
+@pytest.mark.parametrize("char", ["cnn", "lstm"])
+def test_a_few_adam_steps_reduce_the_loss(featurizer, examples, char):
+    model = network(featurizer, seed=0, dropout=0.0, **{"char.encoder": char}).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    batch = featurizer.batch(examples[:4])
     losses = []
-    for _ in range(30):
-        emissions = model(batch.words, batch.chars, batch.char_index, batch.mask)
-        loss = model.loss(emissions, batch.tags, batch.has_tags, batch.mask)
+    for _ in range(25):
+        loss = model.loss(run(model, batch), batch.tags, batch.has_tags, batch.mask)
         optimizer.zero_grad()
         loss.backward()
+        assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert model.decoders["upos"].transitions.grad is not None  # the CRF itself learns
 
 
-def test_featurizer(featurizer):
-    batch = featurizer.batch([Example(("The", "the", "Zyzzyva"), {"upos": ("DET", "DET", "NOUN")}),
-                              Example(("the",), {})])
-    assert batch.words.shape == (2, 3) and batch.mask.tolist() == [[True] * 3, [True, False, False]]
-    assert batch.words[0, 0] == batch.words[0, 1] == featurizer.words.id("the")
-    assert batch.words[0, 2] == 1  # unknown word
-    assert batch.chars.size(0) == 3  # distinct forms: The, the, Zyzzyva
-    assert batch.char_index[0].tolist() == [0, 1, 2] and batch.char_index[1, 0] == 1
-    assert batch.chars.size(1) == 7
+def test_loss_skips_rows_without_a_task(featurizer, examples):
+    """A sentence unlabelled for a task contributes nothing to that task's loss."""
+    model = network(featurizer)
+    partial = [examples[0], Example(examples[1].tokens, {"upos": examples[1].labels["upos"]})]
+    batch = featurizer.batch(partial)
+    assert batch.has_tags["xpos"].tolist() == [True, False]
+    emissions = run(model, batch)
+    total = model.loss(emissions, batch.tags, batch.has_tags, batch.mask)
+    # Garbage tags in the unlabelled row change nothing.
+    tags = {k: v.clone() for k, v in batch.tags.items()}
+    tags["xpos"][1] = torch.randint(len(featurizer.labels["xpos"]), tags["xpos"][1].shape)
+    assert model.loss(emissions, tags, batch.has_tags, batch.mask).item() == pytest.approx(total.item())
+    only_upos = model.loss(emissions, {"upos": batch.tags["upos"]}, batch.has_tags, batch.mask)
+    assert only_upos.item() < total.item()
+
+
+# --------------------------------------------------------------------------- the featurizer
+
+def test_featurizer_builds_distinct_form_char_rows_masks_and_tags(featurizer):
+    first = Example(("The", "the", "Zyzzyva", "the", "."), {"upos": ("DET", "DET", "NOUN", "DET", "PUNCT")})
+    second = Example(("the", "The"), {"xpos": ("DT", "DT")})
+    batch = featurizer.batch([first, second])
+
+    assert batch.mask.tolist() == [[True] * 5, [True, True, False, False, False]]
+    assert batch.words.shape == batch.char_index.shape == (2, 5)
+    the = featurizer.words.id("the")
+    assert batch.words[0].tolist() == [the, the, 1, the, featurizer.words.id(".")]  # lowercased; 1 = unknown
+    assert batch.words[1].tolist() == [the, the, 0, 0, 0]  # 0 = padding
+
+    # One char row per distinct surface form (case kept), in order of first appearance.
+    forms = ["The", "the", "Zyzzyva", "."]
+    assert batch.chars.size(0) == len(forms)
+    assert batch.char_index[0].tolist() == [0, 1, 2, 1, 3]
+    assert batch.char_index[1, :2].tolist() == [1, 0]
+    assert batch.chars.size(1) == max(map(len, forms))
+    for row, form in enumerate(forms):
+        ids = featurizer.chars.ids(form)
+        assert batch.chars[row, : len(ids)].tolist() == ids
+        assert batch.chars[row, len(ids):].eq(0).all()
+    assert featurizer.chars.items[batch.chars[0, 0]] == "T"
+
+    # Tags per task, with the rows that carry them.
+    assert set(batch.tags) == {"upos", "xpos"}
     assert batch.has_tags["upos"].tolist() == [True, False]
-    assert featurizer.labels["upos"].items[batch.tags["upos"][0, 2]] == "NOUN"
+    assert batch.has_tags["xpos"].tolist() == [False, True]
+    upos = featurizer.labels["upos"]
+    assert [upos.items[i] for i in batch.tags["upos"][0].tolist()] == list(first.labels["upos"])
+    assert batch.tags["upos"][1].eq(0).all()
+    xpos = featurizer.labels["xpos"]
+    assert [xpos.items[i] for i in batch.tags["xpos"][1, :2].tolist()] == ["DT", "DT"]
+
+    unlabelled = featurizer.batch([first, second], with_labels=False)
+    assert unlabelled.tags == {} and unlabelled.has_tags == {}
+    assert torch.equal(unlabelled.words, batch.words) and torch.equal(unlabelled.chars, batch.chars)
+
+
+def test_featurizer_on_real_sentences(featurizer, examples):
+    batch = featurizer.batch(examples)
+    lengths = [len(e.tokens) for e in examples]
+    assert batch.mask.sum(1).tolist() == lengths
+    forms = list(dict.fromkeys(t for e in examples for t in e.tokens))
+    assert batch.chars.size(0) == len(forms)
+    for row, example in enumerate(examples):
+        for t, token in enumerate(example.tokens):
+            assert forms[batch.char_index[row, t]] == token
+            assert featurizer.words.items[batch.words[row, t]] == token.lower()
+        for task in ("upos", "xpos"):
+            vocab = featurizer.labels[task]
+            assert [vocab.items[i] for i in batch.tags[task][row, : lengths[row]]] == list(example.labels[task])
 
 
 def test_long_words_keep_prefix_and_suffix(featurizer):
-    ids = featurizer._char_ids("internationalisation")  # 20 characters, 12 kept
-    assert featurizer.chars.items[ids[0]] == "i" and len(ids) == 12
-    assert [featurizer.chars.items[i] for i in ids[-3:]] == ["i", "o", "n"]
+    word = "Internationalisation"  # 20 characters, 12 kept: 6 + 6
+    batch = featurizer.batch([Example((word, "a"))], with_labels=False)
+    assert batch.chars.size(1) == 12
+    kept = "".join(featurizer.chars.items[i] for i in batch.chars[0].tolist())
+    assert kept == word[:6] + word[-6:]
 
 
-@pytest.mark.parametrize("batch_size, max_tokens", [(4, None), (3, 40), (100, 25)])
-def test_bucketed_covers_every_index_once(batch_size, max_tokens):
-    lengths = [random.Random(i).randint(1, 20) for i in range(57)]
-    batches = list(bucketed(lengths, batch_size, random.Random(7), max_tokens))
-    assert sorted(i for b in batches for i in b) == list(range(57))
+def test_span_task_labels_are_encoded_in_iobes():
+    words, chars = Vocab(["john", "lives", "in", "new", "york"]), Vocab(sorted(set("johnlivesnwyrk")))
+    labels = {"ner": Vocab(labels_for(["LOC", "PER"], "iobes"), specials=False)}
+    featurizer = Featurizer(words, chars, labels, lowercase=True, max_chars=10, encodings={"ner": "iobes"})
+    iob2 = ("B-PER", "O", "O", "B-LOC", "I-LOC")
+    batch = featurizer.batch([Example(("John", "lives", "in", "New", "York"), {"ner": iob2})])
+    encoded = [labels["ner"].items[i] for i in batch.tags["ner"][0].tolist()]
+    assert encoded == ["S-PER", "O", "O", "B-LOC", "E-LOC"] == convert(iob2, "iob2", "iobes")
+    assert featurizer.decode_labels("ner", encoded) == list(iob2)
+
+
+# --------------------------------------------------------------------------- bucketing
+
+def random_lengths(seed: int, n: int) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randint(1, 40) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("batch_size, max_tokens", [(1, None), (4, None), (16, None), (32, 100), (8, 50),
+                                                    (100, 25), (5, 1)])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_bucketed(seed, batch_size, max_tokens, shuffle):
+    lengths = random_lengths(seed, 97)
+    batches = list(bucketed(lengths, batch_size, random.Random(seed) if shuffle else None, max_tokens))
+    # Every index exactly once.
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(batches)
+    # Limits: sentences per batch, and padded tokens unless a single sentence is already over.
     assert all(len(b) <= batch_size for b in batches)
     if max_tokens:
-        assert all(len(b) == 1 or max(lengths[i] for i in b) * len(b) <= max_tokens for b in batches)
-    assert batches == list(bucketed(lengths, batch_size, random.Random(7), max_tokens))
-    assert batches != list(bucketed(lengths, batch_size, random.Random(8), max_tokens))
+        for b in batches:
+            assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= max_tokens
+    # Buckets: the length ranges of two batches never interleave.
+    ranges = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in batches)
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
+    # Deterministic for a given seed (or without shuffling).
+    again = list(bucketed(lengths, batch_size, random.Random(seed) if shuffle else None, max_tokens))
+    assert again == batches
+
+
+def test_bucketed_shuffles_with_the_seed():
+    lengths = random_lengths(0, 200)
+    seven = list(bucketed(lengths, 8, random.Random(7)))
+    assert seven == list(bucketed(lengths, 8, random.Random(7)))
+    assert seven != list(bucketed(lengths, 8, random.Random(8)))
+    unshuffled = list(bucketed(lengths, 8))
+    assert [lengths[b[0]] for b in unshuffled] == sorted(lengths[b[0]] for b in unshuffled)
+
+
+def test_bucketed_fills_batches():
+    """Without a token limit, every batch but one is full."""
+    lengths = random_lengths(3, 50)
+    batches = list(bucketed(lengths, 8, random.Random(0)))
+    assert sorted(map(len, batches)) == [2] + [8] * 6
+    assert list(bucketed([], 4, random.Random(0))) == []
