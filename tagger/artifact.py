@@ -94,7 +94,10 @@ def load_model(directory: str | Path) -> Model:
         label_vocabs = {t.name: Vocab(labels[t.name], specials=False) for t in config.model.tasks}
     except (KeyError, TypeError, ValueError) as error:
         raise ArtifactError(f"{directory}: vocabulary or label file does not match the config ({error})") from None
-    model = build_model(config, words, chars, label_vocabs)
+    try:
+        model = build_model(config, words, chars, label_vocabs)
+    except (ValueError, TypeError) as error:  # e.g. a span label that fits no scheme
+        raise ArtifactError(f"{directory / LABELS}: labels do not fit the config ({error})") from None
     try:
         state = load_safetensors((directory / WEIGHTS).read_bytes())
     except FileNotFoundError:
@@ -122,5 +125,7 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
+    except OSError as error:
+        raise ArtifactError(f"{path}: cannot read ({error.strerror or error})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{path}: not valid JSON ({error})") from None

@@ -122,7 +122,8 @@ class SequenceTagger(nn.Module):
 
     def loss(self, emissions: Mapping[str, Tensor], tags: Mapping[str, Tensor], has_tags: Mapping[str, Tensor],
              mask: Tensor) -> Tensor:
-        """Summed negative log-likelihood over tasks, averaged over the labelled sentences."""
+        """Negative log-likelihood summed over tasks and sentences, divided by the batch size
+        (sentences without a task's labels add nothing to that task's term)."""
         total = emissions[next(iter(emissions))].new_zeros(())
         for task, gold in tags.items():
             rows = has_tags[task]
