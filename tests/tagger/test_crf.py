@@ -33,13 +33,7 @@ ATOL = 1e-9
 
 # --------------------------------------------------------------------------- helpers
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add contention on a small machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_crf(seed: int, num_tags: int, constraints=None) -> CRF:
