@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tagger import Document, Tagger
+from tagger import Document, Tagger, TokenizedText
 
-Input = str | Sequence[Sequence[str]]
+Input = str | TokenizedText | Sequence[Sequence[str]]
 
 
 class QueueFull(Exception):
@@ -32,6 +32,8 @@ class _Job:
 def estimate_tokens(document: Input) -> int:
     if isinstance(document, str):
         return max(1, len(document) // 5)  # about 5 characters a token in English
+    if isinstance(document, TokenizedText):
+        return max(1, sum(len(s) for s in document.sentences))
     return max(1, sum(len(s) for s in document))
 
 

@@ -133,6 +133,8 @@ class TaggerService(pb_grpc.TaggerServicer):
         deadline = time.monotonic() + remaining if remaining is not None else None
         serving = [self._serving(e) for e in entries]
         entries = [entry for entry, _ in serving]
+        if isinstance(document, str) and len(entries) > 1:  # tokenize once for all the models
+            document = (await asyncio.to_thread(entries[0].tagger.tokenize, [document]))[0]
         try:
             results = await asyncio.gather(*(batcher.submit(document, request.include_scores, deadline)
                                              for _, batcher in serving))

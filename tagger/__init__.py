@@ -9,7 +9,7 @@ The public API the service uses::
 
 from tagger.artifact import ArtifactError
 from tagger.corpus import CorpusError, Sentence
-from tagger.predict import Document, Entity, Label, TaggedSentence, Tagger, Token
+from tagger.predict import Document, Entity, Label, TaggedSentence, Tagger, Token, TokenizedText
 
 __all__ = ["ArtifactError", "CorpusError", "Document", "Entity", "Label", "Sentence", "TaggedSentence",
-           "Tagger", "Token"]
+           "Tagger", "Token", "TokenizedText"]

@@ -67,6 +67,15 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
     return results
 
 
+@dataclass(frozen=True)
+class TokenizedText:
+    """A raw text already split into sentences of ``(token, start, end)``; lets several
+    models share one tokenization (see :meth:`Tagger.tokenize`)."""
+
+    text: str
+    sentences: list[list[tuple[str, int, int]]]
+
+
 @dataclass
 class Label:
     value: str
@@ -155,18 +164,29 @@ class Tagger:
         each sentence's tokens with single spaces and the sentences with newlines."""
         return self.tag_documents([sentences], scores)[0]
 
-    def tag_documents(self, documents: Sequence[str | Sequence[Sequence[str]]], scores: bool = True) -> list[Document]:
-        """Tag a mix of raw texts and pre-tokenized documents in one batched pass.
+    def tokenize(self, texts: Sequence[str]) -> list[TokenizedText]:
+        """Split raw texts into sentences and tokens with offsets, for :meth:`tag_documents`."""
+        return [TokenizedText(text, sentences) for text, sentences in zip(texts, self.tokenizer.pipe(texts))]
+
+    def tag_documents(self, documents: Sequence[str | TokenizedText | Sequence[Sequence[str]]],
+                      scores: bool = True) -> list[Document]:
+        """Tag a mix of raw texts, tokenized texts and pre-tokenized documents in one batched pass.
 
         Args:
-            documents: each a raw text (tokenized here) or a list of token lists.
+            documents: each a raw text (tokenized here), a :class:`TokenizedText`, or a list
+                of token lists.
             scores: compute confidences (CRF marginals).
         """
         raw = [d for d in documents if isinstance(d, str)]
         tokenized = iter(self.tokenizer.pipe(raw))
         prepared: list[tuple[str, list[list[tuple[str, int, int]]]]] = []
         for document in documents:
-            prepared.append((document, next(tokenized)) if isinstance(document, str) else _positioned(document))
+            if isinstance(document, str):
+                prepared.append((document, next(tokenized)))
+            elif isinstance(document, TokenizedText):
+                prepared.append((document.text, document.sentences))
+            else:
+                prepared.append(_positioned(document))
         flat = [[t[0] for t in sentence] for _, sentences in prepared for sentence in sentences]
         predictions = iter(predict(self.model, flat, scores=scores))
         return [Document(text, [self._sentence(text, s, next(predictions)) for s in sentences])

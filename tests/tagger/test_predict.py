@@ -119,3 +119,13 @@ def test_batching_does_not_change_results(pos_tagger, ewt_sentences):
     for a, b in zip(together, alone):
         assert a["upos"].labels == b["upos"].labels
         assert a["upos"].scores == pytest.approx(b["upos"].scores, abs=1e-4)
+
+
+def test_one_tokenization_serves_several_calls(pos_tagger):
+    texts = SAMPLES[2:6]
+    tokenized = pos_tagger.tokenize(texts)
+    assert [t.text for t in tokenized] == texts
+    assert pos_tagger.tag_documents(tokenized, scores=False) == pos_tagger.tag_documents(texts, scores=False)
+    mixed = pos_tagger.tag_documents([tokenized[0], texts[1], [["Pre", "tokenized"]]], scores=False)
+    assert mixed[:2] == pos_tagger.tag_documents(texts[:2], scores=False)
+    assert [t.text for t in mixed[2].sentences[0].tokens] == ["Pre", "tokenized"]
