@@ -49,6 +49,7 @@ class JobManager:
         self._lock = threading.Lock()
         self._changed = asyncio.Condition()
         self._processes: dict[str, multiprocessing.Process] = {}
+        self._monitors: set[asyncio.Task] = set()
         self._scheduler: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -63,6 +64,8 @@ class JobManager:
     async def close(self) -> None:
         if self._scheduler:
             self._scheduler.cancel()
+        for monitor in self._monitors:
+            monitor.cancel()
         for job_id, process in list(self._processes.items()):
             process.terminate()
             self._update(job_id, state="FAILED", error="server shut down", finished=time.time())
@@ -170,7 +173,9 @@ class JobManager:
         process.start()
         self._processes[job_id] = process
         await self._set(job_id, state="RUNNING", started=time.time())
-        asyncio.create_task(self._monitor(job_id, process, events))
+        monitor = asyncio.create_task(self._monitor(job_id, process, events))
+        self._monitors.add(monitor)
+        monitor.add_done_callback(self._monitors.discard)
 
     async def _monitor(self, job_id: str, process, events) -> None:
         loop = asyncio.get_running_loop()

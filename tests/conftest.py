@@ -10,20 +10,39 @@ from tagger.batching import Example
 from tagger.config import TaggerConfig, TaskConfig
 from tagger.readers import load_corpus, read_conllu
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-EWT = SHARED_DATA / "ud-english-ewt"
-UNER = SHARED_DATA / "uner-english-ewt"
+DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # ../shared/data beside the checkout
+EWT = DATA_DIR / "ud-english-ewt"
+UNER = DATA_DIR / "uner-english-ewt"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"the corpora are expected in {SHARED_DATA} (../shared/data beside the checkout)")
-    return SHARED_DATA
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.fail(f"the corpora are expected in {DATA_DIR.resolve()} (../shared/data beside the checkout)")
+    return DATA_DIR
 
 
 @pytest.fixture(scope="session")
-def ewt_sentences(shared_data):
+def shared_data(data_dir) -> Path:
+    """The former name of ``data_dir``, still used by the CLI and server tests."""
+    return data_dir
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    """``write_file(name, content)``: write text (as UTF-8) or bytes under tmp_path; returns the path."""
+
+    def write(name: str, content: str | bytes) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def ewt_sentences(data_dir):
     return {split: list(read_conllu(EWT / f"en_ewt-ud-{split}.conllu")) for split in ("train", "dev")}
 
 
@@ -33,7 +52,7 @@ def ewt_by_id(ewt_sentences):
 
 
 @pytest.fixture(scope="session")
-def uner_sentences(shared_data):
+def uner_sentences(data_dir):
     return {split: load_corpus(UNER / f"en_ewt-ud-{split}.iob2").sentences for split in ("train", "dev")}
 
 
