@@ -68,6 +68,11 @@ class MicroBatcher:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
 
+    async def tokenize(self, text: str) -> TokenizedText:
+        """Tokenize on this model's worker thread (its spaCy pipeline is used by that thread only)."""
+        loop = asyncio.get_running_loop()
+        return (await loop.run_in_executor(self._executor, self.tagger.tokenize, [text]))[0]
+
     async def drain(self, poll: float = 0.01) -> None:
         """Wait until every submitted document has been answered."""
         while self._pending:

@@ -134,7 +134,7 @@ class TaggerService(pb_grpc.TaggerServicer):
         serving = [self._serving(e) for e in entries]
         entries = [entry for entry, _ in serving]
         if isinstance(document, str) and len(entries) > 1:  # tokenize once for all the models
-            document = (await asyncio.to_thread(entries[0].tagger.tokenize, [document]))[0]
+            document = await serving[0][1].tokenize(document)
         try:
             results = await asyncio.gather(*(batcher.submit(document, request.include_scores, deadline)
                                              for _, batcher in serving))
