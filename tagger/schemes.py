@@ -54,14 +54,14 @@ def split_label(label: str) -> tuple[str, str | None]:
     """``'B-PER'`` -> ``('B', 'PER')``; ``'O'`` -> ``('O', None)``. Raises on other shapes."""
     if label == "O":
         return "O", None
-    match = _LABEL.match(label)
+    match = _LABEL.fullmatch(label)
     if match is None:
         raise SchemeError(f"label {label!r} is not 'O' or PREFIX-TYPE with a prefix in B, I, E, S, L, U")
     return match.group(1), match.group(2)
 
 
 def is_span_label(label: str) -> bool:
-    return label == "O" or _LABEL.match(label) is not None
+    return label == "O" or _LABEL.fullmatch(label) is not None
 
 
 def detect_scheme(sentences: Iterable[Sequence[str]]) -> Scheme:

@@ -28,6 +28,8 @@ def write_conllu(sentences: Iterable[Sentence], handle: IO[str], column: str = "
     """
     index = {"upos": 3, "xpos": 4}[column]
     for sentence in sentences:
+        if sentence.labels is not None and len(sentence.labels) != len(sentence.tokens):
+            raise ValueError(f"{len(sentence.labels)} labels for {len(sentence.tokens)} tokens")
         for comment in sentence.comments:
             handle.write(f"# {comment}\n")
         if not sentence.comments and sentence.text is not None:
@@ -74,6 +76,9 @@ def _atomic(path: str | Path, mode: str) -> Iterator[IO]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": "\n"} if "b" not in mode else {})) as handle:
             yield handle

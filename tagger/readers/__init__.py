@@ -92,6 +92,9 @@ def load_corpus(path: str | Path, fmt: CorpusFormat = CorpusFormat(), kind: Kind
     sentences = list(read_sentences(path, fmt))
     if not sentences:
         raise CorpusError(path, 0, "no sentences found")
+    unlabelled = next((s for s in sentences if s.labels is None), None)
+    if unlabelled is not None:
+        raise CorpusError(path, unlabelled.line, "no label column: the file holds only tokens")
     if kind is None:
         kind = "span" if fmt.scheme != "auto" or _span_labelled(sentences) else "tag"
     if kind == "tag":

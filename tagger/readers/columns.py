@@ -33,7 +33,7 @@ from tagger.corpus import CorpusError, Sentence, read_lines
 from tagger.schemes import is_span_label
 
 DOCSTART = "-DOCSTART-"
-_COMMENT = re.compile(r"^#\s*[\w.-]+\s*=")
+_COMMENT = re.compile(r"^#\s+[\w.-]+\s*=")  # "# sent_id = ..."; a token "#x=1" has no space after "#"
 SAMPLE_LINES = 20_000
 
 

@@ -218,7 +218,7 @@ def test_entity_types(labels, expected):
     ("bilou", ["O", "B-A", "I-A", "L-A", "U-A", "B-B", "I-B", "L-B", "U-B"]),
 ])
 def test_labels_for(scheme, expected):
-    assert labels_for(["B", "A", "A"], scheme) == expected
+    assert labels_for(["B", "A"], scheme) == expected  # sorted by type
 
 
 def _transition(labels, scheme, previous, current):
@@ -350,3 +350,10 @@ def test_converted_sequences_are_legal_paths(data, target):
     path = [vocabulary.index(label) for label in converted]
     assert start[path[0]] and end[path[-1]]
     assert all(transitions[a][b] for a, b in zip(path, path[1:]))
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(labels_for(TYPES[:2], "iob2")), max_size=12))
+def test_iob1_and_lenient_iob2_read_b_i_sequences_alike(labels):
+    """So a corpus detected as the wrong one of the two still gets the right spans."""
+    assert spans(labels, "iob1") == spans(labels, "iob2")
