@@ -110,8 +110,7 @@ def build(name: str, reuse: bool = False) -> dict:
     metrics["speed"] = (f"{metrics['speed']['tokens_per_second']:,} tokens/s on raw EWT test text, tokenization "
                         f"included ({torch.get_num_threads()} torch thread(s), {os.cpu_count()}-core machine)")
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    for extra in ("training-curve.png",):
-        shutil.copy(work / extra, staging / extra)
+    shutil.copy(work / "training-curve.png", staging / "training-curve.png")
     data = {"train/dev/test": ", ".join(sorted({Path(p).parent.name for p, _ in RECIPES[name].values()})),
             "licence": LICENCE, "recipe": f"configs/{name}.toml", "rebuild": f"make models (scripts/build_models.py {name})"}
     write_card(staging, name, data)

@@ -20,7 +20,6 @@ from typing import Any
 from server import worker
 from server.corpora import CorpusStore
 from server.store import ModelStore, check_name
-from tagger.config import TaggerConfig
 
 COLUMNS = ("id", "state", "model_name", "request", "version", "activated", "epoch", "epochs", "step", "steps",
            "loss", "dev_score", "error", "created", "started", "finished", "eta", "dev_metrics")
@@ -226,6 +225,3 @@ class JobManager:
         await self._set(job_id, state="SUCCEEDED", version=version, activated=int(activated), dev_score=dev_score,
                         dev_metrics=json.dumps(flat), finished=time.time(), eta=0.0)
 
-
-def config_of(job: dict[str, Any]) -> TaggerConfig:
-    return TaggerConfig.model_validate_json(json.loads(job["request"])["config"])

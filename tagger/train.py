@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from tagger.artifact import METRICS, Model, build_model, save_model
+from tagger.artifact import METRICS, Model, build_model, load_model, save_model
 from tagger.batching import Example, bucketed
 from tagger.card import write_card
 from tagger.config import TaggerConfig
@@ -202,9 +202,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
                        f"best {state['best']:.4f} (epoch {state['best_epoch']})  {seconds:.0f}s")
         if on_epoch:
             on_epoch(record)
-    from tagger.artifact import load_model  # the best epoch's weights, exactly as saved
-
-    best = load_model(output)
+    best = load_model(output)  # the best epoch's weights, exactly as saved
     dev_reports = evaluate_model(best, dev_data)
     metrics = {
         "dev": dev_reports,
