@@ -15,6 +15,28 @@ from tagger.vocab import Vocab
 
 CHAR_CACHE_SIZE = 200_000
 
+# Casing classes (0 is padding). Lower-cased word vectors lose capitalisation; this gives
+# it back to the encoder as one small embedding per token.
+CASINGS = ("<pad>", "other", "numeric", "mainly_numeric", "lower", "upper", "title", "mixed", "has_digit")
+
+
+def casing(token: str) -> int:
+    """The casing class of a token: an index into :data:`CASINGS`."""
+    if token.isdigit():
+        return 2
+    digits = sum(c.isdigit() for c in token)
+    if digits and digits / len(token) > 0.5:
+        return 3
+    if token.islower():
+        return 4
+    if token.isupper():
+        return 5
+    if token[:1].isupper() and (len(token) == 1 or token[1:].islower()):
+        return 6
+    if any(c.isupper() for c in token) and any(c.islower() for c in token):
+        return 7
+    return 8 if digits else 1
+
 
 @dataclass(frozen=True)
 class Example:
@@ -34,6 +56,7 @@ class Batch:
         words: (B, T) word ids.
         chars: (U, C) character ids of the U distinct forms.
         char_index: (B, T) row of ``chars`` for each token.
+        casing: (U,) casing class of each distinct form (see :func:`casing`).
         mask: (B, T) True on real tokens.
         tags: task -> (B, T) gold tag ids, for tasks labelled in this batch.
         has_tags: task -> (B,) True for the rows that carry that task's labels.
@@ -42,6 +65,7 @@ class Batch:
     words: Tensor
     chars: Tensor
     char_index: Tensor
+    casing: Tensor
     mask: Tensor
     tags: dict[str, Tensor] = field(default_factory=dict)
     has_tags: dict[str, Tensor] = field(default_factory=dict)
@@ -94,8 +118,9 @@ class Featurizer:
         chars = torch.zeros(len(char_rows), max(map(len, char_rows)), dtype=torch.long)
         for row, ids in enumerate(char_rows):
             chars[row, : len(ids)] = torch.tensor(ids)
+        form_casing = torch.tensor([casing(form) for form in forms], dtype=torch.long)
         mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-        batch = Batch(words, chars, char_index, mask)
+        batch = Batch(words, chars, char_index, form_casing, mask)
         if with_labels:
             for task, vocab in self.labels.items():
                 present = [task in e.labels for e in examples]

@@ -7,6 +7,7 @@ library's errors into one ``error: ...`` line and exit status 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from itertools import islice
@@ -82,6 +83,8 @@ def train(
         result = run_training(cfg, train_examples, dev_examples, output, resume=resume, progress=not quiet)
     except (CorpusError, ConfigError, UserError, DatasetError, ValueError, OSError) as error:
         _fail(error)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
     scores = []
     for task in cfg.model.tasks:
         report = result.metrics["dev"][task.name]

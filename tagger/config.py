@@ -71,6 +71,7 @@ class ModelConfig(_Strict):
     min_count: int = Field(1, ge=1, description="training words seen fewer times map to the unknown word")
     word_dropout: float = Field(0.05, ge=0, lt=1, description="chance a training word is replaced by the unknown word")
     dropout: float = Field(0.5, ge=0, lt=1, description="dropout on embeddings and encoder outputs")
+    casing_dim: int = Field(0, ge=0, description="size of the casing-class embedding (0: no casing feature)")
     char: CharConfig = CharConfig()
     encoder: EncoderConfig = EncoderConfig()
     tasks: list[TaskConfig] = Field(default_factory=list)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from tagger.batching import CASINGS
 from tagger.config import CharConfig, EncoderConfig, ModelConfig
 from tagger.crf import CRF, SoftmaxDecoder
 
@@ -88,7 +89,8 @@ class SequenceTagger(nn.Module):
         constraints = constraints or {}
         self.word_embed = nn.Embedding(num_words, config.word_dim, padding_idx=0)
         self.chars = CharEncoder(config.char, num_chars) if config.char.encoder != "none" else None
-        input_dim = config.word_dim + (self.chars.output_dim if self.chars else 0)
+        self.casing = nn.Embedding(len(CASINGS), config.casing_dim, padding_idx=0) if config.casing_dim else None
+        input_dim = config.word_dim + (self.chars.output_dim if self.chars else 0) + config.casing_dim
         self.dropout = nn.Dropout(config.dropout)
         self.encoder = SequenceEncoder(config.encoder, input_dim)
         self.heads = nn.ModuleDict({t: nn.Linear(self.encoder.output_dim, n) for t, n in num_labels.items()})
@@ -100,7 +102,8 @@ class SequenceTagger(nn.Module):
                 decoders[task.name] = SoftmaxDecoder()
         self.decoders = nn.ModuleDict(decoders)
 
-    def forward(self, words: Tensor, chars: Tensor, char_index: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    def forward(self, words: Tensor, chars: Tensor, char_index: Tensor, mask: Tensor,
+                casing: Tensor | None = None) -> dict[str, Tensor]:
         """Emission scores per task.
 
         Args:
@@ -108,6 +111,7 @@ class SequenceTagger(nn.Module):
             chars: (U, C) character ids of the distinct forms.
             char_index: (B, T) row in ``chars`` of each token.
             mask: (B, T) True on real tokens.
+            casing: (U,) casing class of each distinct form; needed when ``casing_dim`` > 0.
 
         Returns:
             task -> (B, T, L_task) emissions.
@@ -116,6 +120,10 @@ class SequenceTagger(nn.Module):
         if self.chars is not None:
             forms = self.chars(chars)  # (U, Dc)
             features.append(forms[char_index])  # (B, T, Dc)
+        if self.casing is not None:
+            if casing is None:
+                raise ValueError("this model has a casing feature: pass the batch's casing classes")
+            features.append(self.casing(casing)[char_index])  # (B, T, Dk)
         embedded = self.dropout(torch.cat(features, dim=2))
         encoded = self.dropout(self.encoder(embedded, mask))  # (B, T, H)
         return {task: head(encoded) for task, head in self.heads.items()}

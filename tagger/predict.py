@@ -52,7 +52,7 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
                 if not nonempty:
                     continue
                 batch = featurizer.batch([Example(tuple(sentences[i])) for i in nonempty], with_labels=False)
-                emissions = network(batch.words, batch.chars, batch.char_index, batch.mask)
+                emissions = network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)
                 decoded = network.decode(emissions, batch.mask, scores=scores)
                 for task, (tags, probs) in decoded.items():
                     vocab = featurizer.labels[task]

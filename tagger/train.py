@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from tagger import distributed
 from tagger.artifact import METRICS, Model, build_model, load_model, save_model
 from tagger.batching import Example, bucketed
 from tagger.card import write_card
@@ -106,10 +107,26 @@ def dev_score(model: Model, reports: Mapping[str, Mapping[str, Any]]) -> float:
     return sum(main_score(r, kinds[t]) for t, r in reports.items()) / max(len(reports), 1)
 
 
+class _Objective(torch.nn.Module):
+    """The network's training loss as one module call, so DistributedDataParallel sees the
+    CRF's parameters used in the same forward as the encoder's."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, words, chars, char_index, mask, casing, tags, has_tags):
+        emissions = self.network(words, chars, char_index, mask, casing)
+        return self.network.loss(emissions, tags, has_tags, mask)
+
+
 def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: str | Path,
           resume: bool = False, progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
           on_step: Callable[[dict[str, Any]], None] | None = None, base: Model | None = None) -> TrainResult:
     """Train, keeping the best model (by dev score) in ``output``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this is data-parallel: see :mod:`tagger.distributed`.
+    Every rank returns the same best model.
 
     Args:
         config: the full config; ``config.model.tasks`` names the heads.
@@ -123,13 +140,26 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
             weights are kept (``config.model`` is ignored); every training label must be one
             it knows.
     """
+    context = distributed.setup()
+    try:
+        return _train(config, train_data, dev_data, Path(output), resume, progress, on_epoch, on_step, base, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: Path,
+           resume: bool, progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
+           on_step: Callable[[dict[str, Any]], None] | None, base: Model | None,
+           context: distributed.Context) -> TrainResult:
     tc = config.train
+    main = context.is_main
+    progress = progress and main
+    on_epoch, on_step = (on_epoch, on_step) if main else (None, None)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
     if tc.max_sentences:
         train_data = train_data[: tc.max_sentences]
-    output = Path(output)
     if base is not None:
         config = config.model_copy(update={"model": base.config.model.model_copy(deep=True)})
         _check_labels(base, train_data)
@@ -149,8 +179,12 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
         if config.model.freeze_vectors:  # pretrained rows get no gradient; the others learn
             trainable = torch.from_numpy(~pretrained).unsqueeze(1).float()  # (V, 1)
             network.word_embed.weight.register_hook(lambda grad: grad * trainable)
+    objective: torch.nn.Module = _Objective(network)
+    if context.enabled:  # the same initial weights everywhere (DDP broadcasts rank 0's); own dropout per rank
+        objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=len(config.model.tasks) > 1)
+        torch.manual_seed(tc.seed + context.rank)
     optimizer = _optimizer(config, network)
-    steps_per_epoch = math.ceil(len(train_data) / tc.batch_size)
+    steps_per_epoch = math.ceil(len(train_data) / tc.batch_size / context.world_size)
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
     checkpoint = output / CHECKPOINT
@@ -162,7 +196,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
             break
         started = time.perf_counter()
         network.train()
-        batches = list(bucketed(lengths, tc.batch_size, random.Random(tc.seed * 1000 + epoch)))
+        batches = distributed.shard(list(bucketed(lengths, tc.batch_size, random.Random(tc.seed * 1000 + epoch))), context)
         bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress, unit="batch", leave=False)
         total, seen = 0.0, 0
         for step, indices in enumerate(bar, start=1):
@@ -170,8 +204,8 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
             if config.model.word_dropout:
                 drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
                 batch.words = batch.words.masked_fill(drop, 1)  # 1 = unknown word
-            emissions = network(batch.words, batch.chars, batch.char_index, batch.mask)
-            loss = network.loss(emissions, batch.tags, batch.has_tags, batch.mask)
+            loss = objective(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing,
+                             batch.tags, batch.has_tags)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), tc.clip)
@@ -183,25 +217,31 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
             if on_step and (step % STEP_EVERY == 0 or step == len(batches)):
                 on_step({"epoch": epoch, "step": step, "steps": len(batches), "loss": total / seen})
         bar.close()
-        reports = evaluate_model(model, dev_data)
-        score = dev_score(model, reports)
+        reports = evaluate_model(model, dev_data) if main else {}
+        score = distributed.broadcast(dev_score(model, reports) if main else 0.0, context)
         if config.train.schedule == "plateau":
             scheduler.step(score)
         seconds = time.perf_counter() - started
         state["seconds"] += seconds
-        record = {"epoch": epoch, "loss": total / max(seen, 1), "dev": score,
+        record = {"epoch": epoch, "loss": distributed.mean(total / max(seen, 1), context), "dev": score,
                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
         state["history"].append(record)
         if score > state["best"]:
             state["best"], state["best_epoch"] = score, epoch
-            save_model(model, output, metrics={"dev": reports, "epoch": epoch, "partial": True})
+            if main:
+                save_model(model, output, metrics={"dev": reports, "epoch": epoch, "partial": True})
         state["epoch"] = epoch
-        _save_checkpoint(checkpoint, network, optimizer, scheduler, state)
+        if main:
+            _save_checkpoint(checkpoint, network, optimizer, scheduler, state)
+        distributed.barrier(context)  # every rank resumes from the same checkpoint
         if progress:
             tqdm.write(f"epoch {epoch}: loss {record['loss']:.4f}  dev {score:.4f}  "
                        f"best {state['best']:.4f} (epoch {state['best_epoch']})  {seconds:.0f}s")
         if on_epoch:
             on_epoch(record)
+    if not main:
+        distributed.barrier(context)  # rank 0 writes the metrics and the card
+        return TrainResult(load_model(output), json.loads((output / METRICS).read_text()))
     best = load_model(output)  # the best epoch's weights, exactly as saved
     dev_reports = evaluate_model(best, dev_data)
     metrics = {
@@ -210,6 +250,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
         "epochs_run": state["epoch"],
         "train_sentences": len(train_data),
         "train_tokens": sum(lengths),
+        "processes": context.world_size,
         "train_seconds": round(state["seconds"], 1),
         "history": state["history"],
     }
@@ -222,6 +263,7 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
             confusion_matrix(report["confusion"], output / f"confusion-{task}.png", f"{task} on dev")
     write_card(output)
     shutil.rmtree(checkpoint, ignore_errors=True)
+    distributed.barrier(context)
     return TrainResult(best, metrics)
 
 

@@ -42,6 +42,18 @@ def write_file(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def write_head():
+    """``write_head(source, target, n)``: copy the first n blank-line-separated blocks of a corpus."""
+
+    def write(source: Path, target: Path, sentences: int) -> Path:
+        blocks = source.read_text(encoding="utf-8").split("\n\n")[:sentences]
+        target.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+        return target
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def ewt_sentences(data_dir):
     return {split: list(read_conllu(EWT / f"en_ewt-ud-{split}.conllu")) for split in ("train", "dev")}
 

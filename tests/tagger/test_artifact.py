@@ -82,7 +82,7 @@ def model_dir(model, tmp_path):
 def emissions(model: Model, token_lists):
     batch = model.featurizer.batch([Example(tuple(tokens)) for tokens in token_lists], with_labels=False)
     with torch.no_grad():
-        return model.network(batch.words, batch.chars, batch.char_index, batch.mask), batch.mask
+        return model.network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing), batch.mask
 
 
 # --------------------------------------------------------------------------- round trip

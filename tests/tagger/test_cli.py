@@ -20,13 +20,6 @@ def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def write_head(source, target, sentences):
-    """Copy the first ``sentences`` blank-line-separated blocks of a corpus."""
-    blocks = source.read_text(encoding="utf-8").split("\n\n")[:sentences]
-    target.write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
-    return target
-
-
 @pytest.fixture(scope="module")
 def conll2003_files(tmp_path_factory, uner_sentences, ewt_by_id):
     """CoNLL-2003 layout built from real EWT sentences: token, Penn POS, IOB1 chunk, IOB1 NER,
@@ -49,7 +42,7 @@ def conll2003_files(tmp_path_factory, uner_sentences, ewt_by_id):
     return paths
 
 
-def test_train_then_evaluate_json_on_ewt(tmp_path, shared_data):
+def test_train_then_evaluate_json_on_ewt(tmp_path, shared_data, write_head):
     train = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 300)
     dev = shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
     result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "pos", *FAST)
@@ -69,7 +62,7 @@ def test_train_then_evaluate_json_on_ewt(tmp_path, shared_data):
     ("wnut", []),
     ("conll2003", []),
 ])
-def test_span_corpora_need_no_format_flags(corpus, extra, tmp_path, shared_data, conll2003_files):
+def test_span_corpora_need_no_format_flags(corpus, extra, tmp_path, shared_data, conll2003_files, write_head):
     if corpus == "uner":
         train = write_head(shared_data / "uner-english-ewt" / "en_ewt-ud-train.iob2", tmp_path / "t.iob2", 300)
         dev = write_head(shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2", tmp_path / "d.iob2", 100)
@@ -114,7 +107,7 @@ def test_tag_plain_text_from_stdin(tiny_pos_model):
 
 
 @pytest.mark.parametrize("output_format", ["conllu", "conll"])
-def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, shared_data, output_format):
+def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, shared_data, output_format, write_head):
     source = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 5)
     out = tmp_path / f"out.{output_format}"
     result = run("tag", "--model", tiny_pos_model, "--input", source, "--input-format", "conllu",
@@ -166,7 +159,7 @@ def test_evaluate_refuses_corrupt_model(tmp_path, tiny_pos_model, shared_data):
     assert "weights.safetensors" in result.output and "corrupt or truncated" in result.output
 
 
-def test_two_label_columns_train_two_heads(tmp_path, shared_data):
+def test_two_label_columns_train_two_heads(tmp_path, shared_data, write_head):
     train = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 200)
     dev = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 60)
     result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "pos", "--label-column", "upos,xpos", *FAST)

@@ -76,7 +76,7 @@ def network(featurizer, seed: int = 0, **changes) -> SequenceTagger:
 
 
 def run(model, batch):
-    return model(batch.words, batch.chars, batch.char_index, batch.mask)
+    return model(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)
 
 
 ALL_OPTIONS = list(itertools.product(["cnn", "lstm", "none"], ["lstm", "gru", "rnn"], ["concat", "average"], [1, 2]))

@@ -1,0 +1,66 @@
+"""Data-parallel training: sharding rules, and `tagger train` under torchrun with 2 CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tagger.artifact import load_model
+from tagger.distributed import Context, shard
+from tagger.train import evaluate_model
+from tagger.batching import Example
+from tagger.readers import read_conllu
+
+
+def test_shard_gives_every_rank_the_same_number_of_distinct_items():
+    items = list(range(11))
+    parts = [shard(items, Context(rank, 3)) for rank in range(3)]
+    assert [len(p) for p in parts] == [3, 3, 3]
+    flat = [i for p in parts for i in p]
+    assert len(set(flat)) == 9 and set(flat) <= set(items)
+
+
+def test_shard_is_identity_without_distribution_and_refuses_too_few_batches():
+    assert shard([1, 2, 3], Context()) == [1, 2, 3]
+    with pytest.raises(ValueError, match="2 batches cannot be shared by 4 processes"):
+        shard([1, 2], Context(0, 4))
+
+
+def _torchrun() -> list[str]:
+    found = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def test_tagger_train_under_torchrun_with_two_processes(tmp_path, data_dir, write_head):
+    ewt = data_dir / "ud-english-ewt"
+    train = write_head(ewt / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 600)
+    dev = write_head(ewt / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 150)
+    output = tmp_path / "model"
+    tagger = shutil.which("tagger", path=str(Path(sys.executable).parent))
+    assert tagger, "the tagger console script is installed beside python"
+    command = [*_torchrun(), "--standalone", "--nproc-per-node", "2", "--no-python", tagger, "train",
+               "--train", str(train), "--dev", str(dev), "--output", str(output), "--epochs", "4", "--quiet",
+               "--set", "train.batch_size=16", "--set", "train.lr=0.01", "--set", "model.encoder.hidden=64"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("saved ") == 1, done.stdout  # rank 0 alone reports
+
+    assert not (output / "checkpoint").exists()
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["processes"] == 2
+    assert metrics["epochs_run"] == 4 and len(metrics["history"]) == 4
+    # each rank trained on half the batches of an epoch: loss falls, dev accuracy rises
+    history = metrics["history"]
+    assert history[-1]["loss"] < history[0]["loss"]
+    model = load_model(output)  # loads like any other model
+    examples = [Example(s.tokens, {"upos": s.labels}) for s in read_conllu(dev)]
+    accuracy = evaluate_model(model, examples)["upos"]["accuracy"]
+    assert accuracy == pytest.approx(metrics["dev"]["upos"]["accuracy"])
+    assert accuracy > 0.6  # the majority tag (NOUN) is under 0.2
