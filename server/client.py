@@ -34,9 +34,11 @@ class TaggerClient:
 
     def __init__(self, address: str, ca: Path | None = None, cert: Path | None = None, key: Path | None = None,
                  timeout: float | None = 30.0, max_message_bytes: int = 16 * 1024 * 1024,
-                 server_name: str | None = None, token: str | None = None):
+                 server_name: str | None = None, token: str | None = None, load_balancing: str | None = None):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
+        if load_balancing:  # e.g. round_robin over "ipv4:10.0.0.1:50051,10.0.0.2:50051" or a DNS name
+            options.append(("grpc.lb_policy_name", load_balancing))
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         if ca is not None:

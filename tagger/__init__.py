@@ -5,11 +5,28 @@ The public API the service uses::
     from tagger import Tagger
     tagger = Tagger.load("models/en-pos")
     document = tagger.tag("Raw text. Two sentences.")
+
+The names below are imported on first use, so ``import tagger.readers`` (or a Ray worker
+that only splits files) does not pay for torch and spaCy.
 """
 
-from tagger.artifact import ArtifactError
-from tagger.corpus import CorpusError, Sentence
-from tagger.predict import Document, Entity, Label, TaggedSentence, Tagger, Token, TokenizedText
+from __future__ import annotations
 
-__all__ = ["ArtifactError", "CorpusError", "Document", "Entity", "Label", "Sentence", "TaggedSentence",
-           "Tagger", "Token", "TokenizedText"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ArtifactError": "tagger.artifact",
+    "CorpusError": "tagger.corpus",
+    "Sentence": "tagger.corpus",
+    **{name: "tagger.predict" for name in ("Document", "Entity", "Label", "TaggedSentence", "Tagger", "Token",
+                                            "TokenizedText")},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tagger' has no attribute {name!r}")

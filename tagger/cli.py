@@ -172,8 +172,16 @@ def tag(
     input_format: Annotated[str, typer.Option("--input-format", help="auto (JSONL or plain text lines), text, jsonl, conllu or columns")] = "auto",
     batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per batch")] = 256,
     no_scores: Annotated[bool, typer.Option("--no-scores", help="skip confidences (faster)")] = False,
+    engine: Annotated[str, typer.Option("--engine", help="local, or ray: many files (a file, directory or glob as --input) "
+                                        "tagged on Ray into JSONL shards in the directory --output")] = "local",
+    num_actors: Annotated[int, typer.Option("--num-actors", help="Ray actors, each holding one copy of the model")] = 2,
 ) -> None:
     """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
+    if engine == "ray":
+        _tag_on_ray(model, input, output, num_actors, not no_scores)
+        return
+    if engine != "local":
+        _fail(UserError("--engine must be local or ray"))
     from tqdm import tqdm
 
     from tagger.artifact import ArtifactError
@@ -200,6 +208,22 @@ def tag(
             bar.close()
     except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
         _fail(error)
+
+
+def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool) -> None:
+    if inputs is None or output is None:
+        _fail(UserError("--engine ray needs --input (a file, directory or glob) and --output (a directory)"))
+    try:
+        from tagger import ray_engine
+    except ImportError:
+        _fail(UserError("--engine ray needs Ray: pip install 'tagger[ray]'"))
+    try:
+        result = ray_engine.tag_files(model, str(inputs), output, num_actors=num_actors, scores=scores)
+    except Exception as error:  # Ray re-raises a worker's error wrapped in its own types
+        cause = getattr(error, "cause", None) or error
+        _fail(UserError(f"{type(cause).__name__}: {cause}" if not isinstance(cause, ValueError) else str(cause)))
+    typer.echo(f"tagged {result['documents']} documents from {len(result['files'])} files into "
+               f"{len(result['shards'])} shards in {output}", err=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,27 @@ def read_documents(path: str | Path | None, input_format: str = "auto") -> Itera
     name = str(path) if path else "<stdin>"
     handle = open(path, encoding="utf-8") if path else sys.stdin
     with handle:
-        mode = input_format
-        for number, line in enumerate(handle, start=1):
-            line = line.rstrip("\n")
-            if mode == "auto" and line.strip():
-                mode = "jsonl" if line.lstrip().startswith("{") else "text"
-            if mode != "jsonl":
-                yield number, line, None
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record["text"]
-                if not isinstance(text, str):
-                    raise TypeError
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise CorpusError(name, number, "expected a JSON object with a string 'text'") from None
-            yield record.get("id", number), text, None
+        yield from parse_documents(handle, name, input_format)
+
+
+def parse_documents(lines: Iterable[str], name: str, input_format: str = "auto"
+                    ) -> Iterator[tuple[Any, str, None]]:
+    """The raw documents of text or JSONL ``lines`` (``name`` for errors), as :func:`read_documents`."""
+    mode = input_format
+    for number, line in enumerate(lines, start=1):
+        line = line.rstrip("\n")
+        if mode == "auto" and line.strip():
+            mode = "jsonl" if line.lstrip().startswith("{") else "text"
+        if mode != "jsonl":
+            yield number, line, None
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            text = record["text"]
+            if not isinstance(text, str):
+                raise TypeError
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise CorpusError(name, number, "expected a JSON object with a string 'text'") from None
+        yield record.get("id", number), text, None

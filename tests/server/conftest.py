@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 
 from server.app import build_server
@@ -71,3 +76,41 @@ def client(server):
 
     with TaggerClient(f"127.0.0.1:{server.port}") as client:
         yield client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def server_process(models_dir: Path, directory: Path, name: str = "server"):
+    """``tagger serve`` as a real process with its own store in ``directory/name-data``, once it
+    reports SERVING; yields ``(process, address, log path)`` and kills it afterwards if still running."""
+    from server.client import TaggerClient
+
+    port = free_port()
+    log_path = directory / f"{name}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models", str(models_dir),
+                             "--log-json", "--data-dir", str(directory / f"{name}-data"), "--log-level", "debug"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
+    address = f"127.0.0.1:{port}"
+    try:
+        with TaggerClient(address, timeout=2) as client:
+            for _ in range(240):
+                try:
+                    if client.health() == "SERVING":
+                        break
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.25)
+            else:
+                pytest.fail("server did not start: " + log_path.read_text())
+        yield proc, address, log_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()

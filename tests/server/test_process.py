@@ -6,7 +6,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,39 +18,14 @@ from typer.testing import CliRunner
 from server.cli import app
 from server.client import TaggerClient
 
+from .conftest import free_port, server_process
+
 TAGGER = [sys.executable, "-m", "server.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture()
 def process(models_dir, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([*TAGGER, "serve", "--port", str(port), "--models", str(models_dir), "--log-json",
-                             "--data-dir", str(tmp_path / "data"),
-                             "--log-level", "debug"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2])
-    address = f"127.0.0.1:{port}"
-    with TaggerClient(address, timeout=2) as client:
-        for _ in range(120):
-            try:
-                if client.health() == "SERVING":
-                    break
-            except grpc.RpcError:
-                pass
-            time.sleep(0.25)
-        else:
-            proc.kill()
-            pytest.fail("server did not start: " + (tmp_path / "server.log").read_text())
-    yield proc, address, tmp_path / "server.log"
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    with server_process(models_dir, tmp_path) as running:
+        yield running
 
 
 def test_sigterm_lets_in_flight_requests_finish(process):
