@@ -337,3 +337,31 @@ def test_bucketed_fills_batches():
     batches = list(bucketed(lengths, 8, random.Random(0)))
     assert sorted(map(len, batches)) == [2] + [8] * 6
     assert list(bucketed([], 4, random.Random(0))) == []
+
+
+# --------------------------------------------------------------------------- casing feature
+
+@pytest.mark.parametrize("token, expected", [
+    ("1999", "numeric"), ("3.5", "mainly_numeric"), ("12-14", "mainly_numeric"), ("the", "lower"),
+    ("NASA", "upper"), ("Paris", "title"), ("I", "upper"), ("iPhone", "mixed"), ("McDonald", "mixed"),
+    ("A4", "upper"), ("#1", "has_digit"), ("b2b", "lower"), (",", "other"), ("--", "other"), ("😀", "other"),
+])
+def test_casing_classes(token, expected):
+    from tagger.batching import CASINGS, casing
+
+    assert CASINGS[casing(token)] == expected
+
+
+def test_casing_feature_changes_emissions_by_case_alone(featurizer, sentences):
+    """Lower-cased words and characters aside, only the casing embedding tells 'Paris' from 'paris'."""
+    model = network(featurizer, casing_dim=4, **{"char.encoder": "none"})
+    assert model.casing is not None and model.casing.embedding_dim == 4
+    upper, lower = (featurizer.batch([Example((w, "visited"))], with_labels=False) for w in ("Paris", "paris"))
+    assert upper.casing.tolist() != lower.casing.tolist()
+    assert torch.equal(upper.words, lower.words)
+    assert not torch.allclose(run(model, upper)["upos"], run(model, lower)["upos"])
+    with pytest.raises(ValueError, match="casing"):
+        model(upper.words, upper.chars, upper.char_index, upper.mask)
+    plain = network(featurizer, **{"char.encoder": "none"})
+    assert plain.casing is None
+    assert torch.allclose(run(plain, upper)["upos"], run(plain, lower)["upos"])
