@@ -4,7 +4,7 @@ Usage: python scripts/bench_scaling.py train|ray|all   (a few minutes on 2 cores
 
 train: UPOS on the first 4,000 EWT training sentences (en-pos architecture, no vectors), 2 epochs,
        as 1 process x 1 thread, 1 process x 2 threads and torchrun 2 processes x 1 thread.
-ray:   en-ner over the raw EWT test text (4 copies, 8 files), `tagger tag` against
+ray:   en-ner over the raw EWT test text (4 copies by default, 8 files), `tagger tag` against
        `tagger tag --engine ray` with 2 actors; wall time including start-up, and Ray's time
        once started.
 """
@@ -59,11 +59,11 @@ def bench_train(work: Path) -> str:
                       "|---|---:|---:|---:|---:|", *rows])
 
 
-def bench_ray(work: Path) -> str:
+def bench_ray(work: Path, copies: int = 4) -> str:
     sys.path.insert(0, str(ROOT))
     from tagger.readers import read_conllu
 
-    texts = [s.text for s in read_conllu(EWT / "en_ewt-ud-test.conllu")] * 4
+    texts = [s.text for s in read_conllu(EWT / "en_ewt-ud-test.conllu")] * copies
     inputs = work / "inputs"
     inputs.mkdir()
     per_file = len(texts) // 8 + 1
@@ -100,6 +100,7 @@ def bench_ray(work: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["train", "ray", "all"])
+    parser.add_argument("--copies", type=int, default=4, help="copies of the EWT test text for the Ray run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -108,7 +109,7 @@ def main() -> None:
             print(bench_train(work / "train"), flush=True)
         if args.what in ("ray", "all"):
             (work / "ray").mkdir()
-            print(bench_ray(work / "ray"), flush=True)
+            print(bench_ray(work / "ray", args.copies), flush=True)
 
 
 if __name__ == "__main__":
