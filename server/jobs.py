@@ -9,6 +9,7 @@ import asyncio
 import json
 import multiprocessing
 import queue
+import signal
 import sqlite3
 import threading
 import time
@@ -207,7 +208,7 @@ class JobManager:
         elif job["error"] == "cancelled":
             await self._set(job_id, state="CANCELLED", finished=time.time(), eta=0.0)
         else:
-            reason = outcome[1] if outcome else f"worker exited with code {process.exitcode}"
+            reason = outcome[1] if outcome else _exit_reason(process.exitcode)
             await self._set(job_id, state="FAILED", error=reason, finished=time.time(), eta=0.0)
         self._wake.set()
 
@@ -225,3 +226,13 @@ class JobManager:
         await self._set(job_id, state="SUCCEEDED", version=version, activated=int(activated), dev_score=dev_score,
                         dev_metrics=json.dumps(flat), finished=time.time(), eta=0.0)
 
+
+
+def _exit_reason(exitcode: int | None) -> str:
+    """Why a worker that reported no outcome ended: a signal (the OOM killer's SIGKILL, say) or its exit code."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"worker killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"worker killed by signal {-exitcode}"
+    return f"worker exited with code {exitcode}"

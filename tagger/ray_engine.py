@@ -123,6 +123,7 @@ def tag_files(model: str | Path, inputs: str | Path, output: str | Path, num_act
     context.execution_options.preserve_order = True
     partial = output.parent / f".{output.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)  # exists even when there is nothing to write
     try:
         # reading and splitting are light: they take no CPU slot from the actors that tag
         dataset = (ray.data.read_binary_files(files, include_paths=True, num_cpus=0)

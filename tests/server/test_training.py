@@ -247,3 +247,38 @@ def test_auto_activation_only_when_not_worse(loop_thread, models_dir, tmp_path):
         assert not loop_thread.run(service.activate_if_better("pos", version, active.dev_score + 0.01, False))
         assert loop_thread.run(service.activate_if_better("pos", version, active.dev_score, True))
         assert running.service.registry.get("pos").version == version
+
+
+def test_a_worker_killed_mid_epoch_fails_its_job_and_nothing_else(loop_thread, models_dir, tmp_path, shared_data):
+    import multiprocessing
+    import os
+    import signal
+
+    data_dir = tmp_path / "data"
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel, \
+                TaggerClient(f"127.0.0.1:{running.port}") as client:
+            training, models = pb_grpc.TrainingStub(channel), pb_grpc.ModelsStub(channel)
+            upload(training, "k-train", corpus_bytes(shared_data, "train", 400))
+            upload(training, "k-dev", corpus_bytes(shared_data, "dev", 80))
+            before = client.tag("Paris is big .", models=["pos"])
+            job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="k-train", dev_corpus="k-dev", model_name="killed",
+                overrides={**FAST, "train.epochs": "200"}), timeout=30)
+            for _ in range(480):  # until the worker is inside an epoch
+                current = training.GetJob(pb.GetJobRequest(id=job.id), timeout=10)
+                if current.state == "RUNNING" and current.step > 0:
+                    break
+                time.sleep(0.25)
+            else:
+                pytest.fail(f"the job never got going: {current}")
+            workers = multiprocessing.active_children()
+            assert len(workers) == 1
+            os.kill(workers[0].pid, signal.SIGKILL)  # as the OOM killer would
+            final = watch(training, job.id)[-1].job
+            assert (final.state, final.error) == ("FAILED", "worker killed by signal SIGKILL")
+            after = client.tag("Paris is big .", models=["pos"])  # still serving, the same model
+            assert after.models == before.models and after.sentences == before.sentences
+            names = {m.name for m in models.ListModels(pb.ListModelVersionsRequest(), timeout=30).versions}
+            assert "killed" not in names  # no half-trained version registered
+            assert not (data_dir / "models" / "killed").exists()

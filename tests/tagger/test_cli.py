@@ -171,7 +171,7 @@ def test_two_label_columns_train_two_heads(tmp_path, shared_data, write_head):
     assert "NOUN" in upos["per_label"] and "NN" in xpos["per_label"]
 
 
-def test_softmax_decoder_option(tmp_path, shared_data):
+def test_softmax_decoder_option(tmp_path, shared_data, write_head):
     train = write_head(shared_data / "wnut17" / "wnut17train.conll", tmp_path / "t.conll", 150)
     dev = write_head(shared_data / "wnut17" / "emerging.dev.conll", tmp_path / "d.conll", 50)
     result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "m", "--decoder", "softmax", *FAST)
