@@ -102,7 +102,7 @@ async def build_server(settings: ServerSettings, registry: ModelRegistry | None 
     if store is not None:
         models = ModelsService(store, service)
         pb_grpc.add_ModelsServicer_to_server(models, server)
-        corpora = CorpusStore(store.root.parent, settings.max_corpus_bytes)
+        corpora = CorpusStore(store.root.parent, settings.max_corpus_bytes, settings.max_corpora)
         corpora.clean()
 
         async def on_finished(name: str, version: str, dev_score: float) -> bool:
@@ -149,7 +149,7 @@ async def serve(settings: ServerSettings) -> None:
         import torch  # the only torch call the server makes: a thread setting
 
         torch.set_num_threads(settings.torch_threads)
-    store = ModelStore(settings.data_dir)
+    store = ModelStore(settings.data_dir, settings.max_versions)
     running = await build_server(settings, store=store)  # health NOT_SERVING while the models load
     try:
         store.clean()

@@ -17,10 +17,13 @@ from tagger.readers import load_corpus
 
 
 class CorpusStore:
-    def __init__(self, root: Path, max_bytes: int):
+    def __init__(self, root: Path, max_bytes: int, max_corpora: int | None = None):
         self.root = Path(root) / "corpora"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
+        self.max_bytes, self.max_corpora = max_bytes, max_corpora
+
+    def names(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def path(self, name: str) -> Path:
         path = self.root / check_name(name) / "corpus.txt"
@@ -39,6 +42,8 @@ class CorpusStore:
         check_name(name)
         if (self.root / name).exists():
             raise StoreError(f"corpus {name!r} exists; corpora are immutable, choose a new name")
+        if self.max_corpora is not None and len(self.names()) >= self.max_corpora:
+            raise StoreError(f"the limit of {self.max_corpora} stored corpora is reached")
         return Upload(self, name)
 
     def clean(self) -> None:

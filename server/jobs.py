@@ -20,7 +20,7 @@ from typing import Any
 
 from server import worker
 from server.corpora import CorpusStore
-from server.store import ModelStore, check_name
+from server.store import ModelStore, StoreError, check_name
 
 COLUMNS = ("id", "state", "model_name", "request", "version", "activated", "epoch", "epochs", "step", "steps",
            "loss", "dev_score", "error", "created", "started", "finished", "eta", "dev_metrics")
@@ -78,6 +78,7 @@ class JobManager:
         from tagger.config import ConfigError, load_config, parse_assignment
 
         check_name(model_name)
+        self.models.check_room(model_name)
         self.corpora.path(train), self.corpora.path(dev)
         try:
             config = load_config(None, dict(parse_assignment(f"{k}={v}") for k, v in overrides.items()))
@@ -221,7 +222,11 @@ class JobManager:
             flat.update({f"{task}.{k}": float(v) for k, v in report.items() if k in ("accuracy", "precision", "recall", "f1")})
             flat.update({f"{task}.{label}.{k}": float(row[k]) for label, row in report.get("per_label", {}).items()
                          for k in ("precision", "recall", "f1")})
-        version = await asyncio.to_thread(self.models.add, job["model_name"], self.root / job_id / "model")
+        try:
+            version = await asyncio.to_thread(self.models.add, job["model_name"], self.root / job_id / "model")
+        except (StoreError, OSError) as error:  # e.g. the version limit reached by a job that finished first
+            await self._set(job_id, state="FAILED", error=f"trained, but not stored: {error}", finished=time.time(), eta=0.0)
+            return
         activated = await self.on_finished(job["model_name"], version, dev_score)
         await self._set(job_id, state="SUCCEEDED", version=version, activated=int(activated), dev_score=dev_score,
                         dev_metrics=json.dumps(flat), finished=time.time(), eta=0.0)

@@ -34,6 +34,9 @@ class ServerSettings(BaseSettings):
     auto_activate: bool = Field(True, description="activate a finished job's version if its dev score is at "
                                 "least the active version's")
     max_corpus_bytes: int = Field(512 * MIB, ge=1024, description="largest corpus upload")
+    max_corpora: int = Field(100, ge=1, description="corpora stored at once; uploads past it are refused")
+    max_versions: int = Field(20, ge=1, description="versions kept per model; training past it is refused "
+                              "until an old version is deleted")
     default_models: list[str] | None = Field(None, min_length=1, description="used when a request names none; unset: "
                                              "en-pos and en-ner when both are present, else every model")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics over HTTP")

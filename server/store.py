@@ -28,9 +28,19 @@ def check_name(name: str) -> str:
 
 
 class ModelStore:
-    def __init__(self, root: Path):
+    """Versioned model directories; ``max_versions`` (None: no limit) caps the versions per model."""
+
+    def __init__(self, root: Path, max_versions: int | None = None):
         self.root = Path(root) / "models"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_versions = max_versions
+
+    def check_room(self, name: str) -> None:
+        """Refuse a new version of ``name`` when it already has ``max_versions``."""
+        count = len(self.versions(name))
+        if self.max_versions is not None and count >= self.max_versions:
+            raise StoreError(f"model {name} has {count} version{'s' * (count != 1)}, the limit; "
+                             "delete an old version first")
 
     def names(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
@@ -62,6 +72,7 @@ class ModelStore:
 
     def add(self, name: str, source: Path) -> str:
         """Copy a model directory in as the next version; returns the version."""
+        self.check_room(name)
         directory = self.root / check_name(name)
         directory.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=directory))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from typing import Any
 
@@ -62,6 +63,12 @@ class TrainingService(pb_grpc.TrainingServicer):
                 upload.abort()
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if "limit" in str(error) else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(error))
+        except OSError as error:  # the disk filled up, or the data directory went away
+            if upload is not None:
+                upload.abort()
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.INTERNAL,
+                                f"cannot store the corpus ({error.strerror or error}); nothing stored")
         except BaseException:
             if upload is not None:
                 upload.abort()
@@ -75,7 +82,7 @@ class TrainingService(pb_grpc.TrainingServicer):
                                    dict(request.overrides), request.base_model)
         except StoreError as error:
             code = grpc.StatusCode.NOT_FOUND if "no corpus" in str(error) or "has no version" in str(error) \
-                else grpc.StatusCode.INVALID_ARGUMENT
+                else grpc.StatusCode.RESOURCE_EXHAUSTED if "the limit" in str(error) else grpc.StatusCode.INVALID_ARGUMENT
             await context.abort(code, str(error))
         except JobError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

@@ -26,7 +26,7 @@ FAST = {"train.epochs": "2", "model.encoder.hidden": "32", "model.word_dim": "32
 def training_server(loop_thread, models_dir, data_dir, **overrides):
     settings = ServerSettings(port=0, models=models_dir, data_dir=data_dir, default_models=["pos"],
                               training_threads=1, **overrides)
-    store = ModelStore(data_dir)
+    store = ModelStore(data_dir, settings.max_versions)
     store.seed(models_dir)
     running = loop_thread.run(build_server(settings, ModelRegistry.from_store(store, ["pos"]), store=store))
     try:
@@ -282,3 +282,52 @@ def test_a_worker_killed_mid_epoch_fails_its_job_and_nothing_else(loop_thread, m
             names = {m.name for m in models.ListModels(pb.ListModelVersionsRequest(), timeout=30).versions}
             assert "killed" not in names  # no half-trained version registered
             assert not (data_dir / "models" / "killed").exists()
+
+
+def test_a_full_disk_during_upload_is_a_clear_error_and_leaves_nothing(loop_thread, models_dir, tmp_path, shared_data,
+                                                                      monkeypatch):
+    import errno
+
+    from server.corpora import Upload
+
+    data_dir = tmp_path / "data"
+    original = Upload.write
+
+    def write_until_full(self, data):  # the disk fills after 50 kB
+        if self.size + len(data) > 50_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(self, data)
+
+    good = corpus_bytes(shared_data, "dev", 200)
+    assert len(good) > 50_000
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            monkeypatch.setattr(Upload, "write", write_until_full)
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "full", good, chunk=16 * 1024)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error.value.details() == "cannot store the corpus (No space left on device); nothing stored"
+            assert list((data_dir / "corpora").iterdir()) == []  # no partial file, no temp directory
+            monkeypatch.setattr(Upload, "write", original)  # space freed: the same upload now succeeds
+            assert upload(training, "full", good).sentences == 200
+
+
+def test_limits_on_stored_corpora_and_model_versions(loop_thread, models_dir, tmp_path, shared_data):
+    data_dir = tmp_path / "data"
+    with training_server(loop_thread, models_dir, data_dir, max_corpora=2, max_versions=1) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            good = corpus_bytes(shared_data, "dev", 20)
+            upload(training, "one", good), upload(training, "two", good)
+            with pytest.raises(grpc.RpcError) as error:
+                upload(training, "three", good)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "the limit of 2 stored corpora is reached" in error.value.details()
+            assert sorted(p.name for p in (data_dir / "corpora").iterdir()) == ["one", "two"]
+            with pytest.raises(grpc.RpcError) as error:  # pos has its bundled version 1: no room for a second
+                training.StartTraining(pb.StartTrainingRequest(train_corpus="one", dev_corpus="two", model_name="pos"),
+                                       timeout=30)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "model pos has 1 version, the limit; delete an old version first" in error.value.details()
+            assert training.ListJobs(pb.ListJobsRequest(), timeout=30).jobs == []
