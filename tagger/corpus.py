@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +55,16 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     except OSError as error:
         raise CorpusError(path, 0, f"cannot open: {error.strerror or error}") from None
     with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise CorpusError(path, number, f"invalid UTF-8 at byte {error.start} of the line") from None
-            if number == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            yield number, line.rstrip("\r\n")
+        yield from decode_lines(handle, path)
+
+
+def decode_lines(raw_lines: Iterable[bytes], path: str | Path) -> Iterator[tuple[int, str]]:
+    """:func:`read_lines` over lines of bytes already open (standard input, a file's bytes)."""
+    for number, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CorpusError(path, number, f"invalid UTF-8 at byte {error.start} of the line") from None
+        if number == 1 and line.startswith("\ufeff"):
+            line = line[1:]
+        yield number, line.rstrip("\r\n")

@@ -14,6 +14,7 @@ Ray is an optional extra (``pip install '.[ray]'``): nothing else imports this m
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -43,14 +44,11 @@ def input_files(spec: str | Path) -> list[str]:
 
 def split_documents(row: dict[str, Any]) -> list[dict[str, Any]]:
     """One input file (Ray's ``bytes`` and ``path``) -> one row per document, in file order."""
-    from tagger.corpus import CorpusError
+    from tagger.corpus import decode_lines
     from tagger.readers.documents import parse_documents
 
     path = row["path"]
-    try:
-        lines = bytes(row["bytes"]).decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise CorpusError(path, 0, f"not UTF-8 ({error})") from None
+    lines = (line for _, line in decode_lines(io.BytesIO(bytes(row["bytes"])), path))  # as `tagger tag` reads a file
     return [{"file": path, "index": index, "id": json.dumps(doc_id), "text": text}
             for index, (doc_id, text, _) in enumerate(parse_documents(lines, path))]
 

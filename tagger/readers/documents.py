@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tagger.config import CorpusFormat
-from tagger.corpus import CorpusError, Sentence
+from tagger.corpus import CorpusError, Sentence, decode_lines, read_lines
 
 INPUT_FORMATS = ("auto", "text", "jsonl", "conllu", "columns")
 
@@ -32,10 +32,11 @@ def read_documents(path: str | Path | None, input_format: str = "auto") -> Itera
         for number, sentence in enumerate(read_sentences(path, CorpusFormat(format=input_format), labelled=False), 1):
             yield sentence.sent_id or number, None, sentence
         return
-    name = str(path) if path else "<stdin>"
-    handle = open(path, encoding="utf-8") if path else sys.stdin
-    with handle:
-        yield from parse_documents(handle, name, input_format)
+    if path is None:
+        lines = decode_lines(sys.stdin.buffer, "<stdin>")
+    else:
+        lines = read_lines(path)
+    yield from parse_documents((line for _, line in lines), str(path) if path else "<stdin>", input_format)
 
 
 def parse_documents(lines: Iterable[str], name: str, input_format: str = "auto"

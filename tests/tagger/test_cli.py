@@ -190,3 +190,12 @@ def test_bad_decoder_is_refused(tmp_path, shared_data):
     assert result.exit_code == 2
     assert "decoder" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_tag_reports_invalid_utf8_input_with_its_line(tiny_pos_model, tmp_path):
+    source = tmp_path / "docs.txt"
+    source.write_bytes("Fine line .\n".encode() + b"bad \xff byte\n")
+    result = run("tag", "--model", tiny_pos_model, "--input", source, "--output", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert f"{source}:2: invalid UTF-8 at byte 4 of the line" in result.output
+    assert not (tmp_path / "out.jsonl").exists()  # nothing half-written
