@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench bench-serve models proto serve clean
+.PHONY: setup test bench bench-serve soak models proto serve clean
 
 setup: $(STAMP)
 
@@ -39,3 +39,8 @@ serve: setup
 # Serving latency and throughput on loopback at 1/8/32/64 clients (bounded, about a minute).
 bench-serve: setup
 	$(BIN)/python scripts/bench_serve.py
+
+# Soak: 64 clients mixing Tag, TagStream and ListModels for 10 minutes, then one TagStream of
+# a million tiny documents; per-minute p99 and RSS (bounded; about 15 minutes).
+soak: setup
+	$(BIN)/python scripts/soak.py --minutes 10 --clients 64 --stream-documents 1000000 --json soak-results.json

@@ -33,6 +33,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_server(models: Path, store: str) -> tuple[subprocess.Popen, str]:
+    """`tagger serve` on a free loopback port with its own store; returns once it is SERVING."""
+    from server.client import TaggerClient
+
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models",
+                               str(models), "--data-dir", store, "--log-level", "warning"], cwd=ROOT)
+    with TaggerClient(address, timeout=2) as probe:
+        for _ in range(240):
+            try:
+                if probe.health() == "SERVING":
+                    return server, address
+            except Exception:
+                pass
+            time.sleep(0.25)
+    server.kill()
+    raise SystemExit("the server did not start")
+
+
 async def run_level(address: str, texts: list[str], clients: int, seconds: float) -> dict:
     import grpc
 
@@ -85,7 +105,6 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
     args = parser.parse_args()
 
-    from server.client import TaggerClient
     from server.registry import ModelRegistry
     from tagger.readers import read_conllu
 
@@ -101,20 +120,9 @@ def main() -> None:
     in_process = in_process_tokens / (time.perf_counter() - started)
     del registry, taggers
 
-    port = free_port()
-    address = f"127.0.0.1:{port}"
     store = tempfile.mkdtemp(prefix="bench-serve-")
-    server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models",
-                               str(args.models), "--data-dir", store, "--log-level", "warning"], cwd=ROOT)
+    server, address = start_server(args.models, store)
     try:
-        with TaggerClient(address, timeout=2) as probe:
-            for _ in range(240):
-                try:
-                    if probe.health() == "SERVING":
-                        break
-                except Exception:
-                    pass
-                time.sleep(0.25)
         asyncio.run(run_level(address, texts, 4, 1.0))  # warm-up
         rows = [asyncio.run(run_level(address, texts, level, args.seconds)) for level in args.levels]
         stream = asyncio.run(run_stream(address, texts))

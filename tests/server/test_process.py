@@ -99,3 +99,86 @@ def test_serve_refuses_bad_settings(tmp_path):
                             capture_output=True, text=True, timeout=60, env={**os.environ, "TAGGER_LOG_LEVEL": "info"})
     assert result.returncode == 2
     assert "no such models directory" in result.stderr
+
+
+def test_sigkill_and_restart_keep_jobs_corpora_and_versions_and_list_nothing_half_written(models_dir, tmp_path,
+                                                                                          shared_data):
+    import threading
+
+    from tagger_proto.v1 import tagger_pb2 as pb
+
+    blocks = (shared_data / "uner-english-ewt" / "en_ewt-ud-train.iob2").read_text().split("\n\n")
+    corpus = tmp_path / "kept.iob2"
+    corpus.write_text("\n\n".join(blocks[:300]) + "\n\n")
+    with server_process(models_dir, tmp_path, "s") as (proc, address, _):
+        with TaggerClient(address, timeout=30) as client:
+            assert client.upload("kept", corpus).sentences == 300
+            job = client.start_training("kept", "kept", "victim", {"train.epochs": "200", "model.encoder.hidden": "32"})
+            for _ in range(240):
+                if client.training_stub.GetJob(pb.GetJobRequest(id=job.id), timeout=10).state == "RUNNING":
+                    break
+                time.sleep(0.25)
+            versions_before = [(v.name, v.version, v.active) for v in client.model_versions().versions]
+
+            def slow_chunks():  # an upload still arriving when the server dies
+                yield pb.CorpusChunk(name="half", format=pb.CorpusFormat(), data=corpus.read_bytes()[:20_000])
+                time.sleep(30)
+                yield pb.CorpusChunk(data=b"")
+
+            failed = []
+            uploader = threading.Thread(target=lambda: failed.append(
+                _expect_rpc_error(lambda: client.training_stub.UploadCorpus(slow_chunks(), timeout=60))))
+            uploader.start()
+            time.sleep(1.5)
+            workers = _children(proc.pid)
+            assert workers, "the training worker runs"
+            proc.kill()  # SIGKILL: no drain, no clean-up
+            proc.wait()
+            uploader.join(60)
+            assert failed == [grpc.StatusCode.UNAVAILABLE]
+            for _ in range(240):  # the orphaned worker stops at its next progress report
+                if not any(_running(pid) for pid in workers):
+                    break
+                time.sleep(0.25)
+            else:
+                pytest.fail(f"training workers {workers} outlived their server")
+    data = tmp_path / "s-data"
+    assert any(p.name.startswith(".upload-") for p in (data / "corpora").iterdir())  # what the kill left behind
+
+    with server_process(models_dir, tmp_path, "s") as (_, address, _):
+        with TaggerClient(address, timeout=30) as client:
+            jobs = {j.id: (j.state, j.error) for j in client.jobs().jobs}
+            assert jobs == {job.id: ("FAILED", "interrupted by a server restart")}
+            assert [(v.name, v.version, v.active) for v in client.model_versions().versions] == versions_before
+            assert sorted(p.name for p in (data / "corpora").iterdir()) == ["kept"]  # the half upload is gone
+            assert not list((data / "models").glob("*/.incoming-*"))
+            again = client.start_training("kept", "kept", "victim", {"train.epochs": "1", "model.encoder.hidden": "32"})
+            assert again.state == "QUEUED"  # the kept corpus is whole and usable
+            assert client.tag("Paris is big .").sentences
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # zombies have ended
+    except OSError:
+        return False
+
+
+def _expect_rpc_error(call) -> grpc.StatusCode | None:
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()
+    return None
