@@ -41,6 +41,6 @@ bench-serve: setup
 	$(BIN)/python scripts/bench_serve.py
 
 # Soak: 64 clients mixing Tag, TagStream and ListModels for 10 minutes, then one TagStream of
-# a million tiny documents; per-minute p99 and RSS (bounded; about 15 minutes).
+# 200,000 tiny documents; per-minute p99 and RSS (bounded; about 15 minutes).
 soak: setup
-	$(BIN)/python scripts/soak.py --minutes 10 --clients 64 --stream-documents 1000000 --json soak-results.json
+	$(BIN)/python scripts/soak.py --minutes 10 --clients 64 --stream-documents 200000 --json soak-results.json

@@ -83,3 +83,30 @@ def test_mutual_tls(loop_thread, models_dir, pki):
             with pytest.raises(grpc.RpcError) as error:
                 client.tag("x")
             assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_admin_token_over_tls_and_no_token_in_the_logs(loop_thread, models_dir, pki, tmp_path, caplog):
+    import logging
+
+    from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
+
+    from .test_models_service import store_server, versions
+
+    secret = "tls-admin-7f3a9c"
+    caplog.set_level(logging.DEBUG, logger="tagger.server")
+    with store_server(loop_thread, models_dir, tmp_path / "data", admin_token=secret,
+                      tls_cert=pki / "server.pem", tls_key=pki / "server.key") as (running, _):
+        address = f"127.0.0.1:{running.port}"
+        with TaggerClient(address, ca=pki / "ca.pem") as client:
+            models = pb_grpc.ModelsStub(client.channel)
+            for metadata in (None, [("authorization", "Bearer wrong")], [("authorization", f"Bearer {secret}x")]):
+                with pytest.raises(grpc.RpcError) as error:
+                    versions(models, metadata)
+                assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert secret not in error.value.details()
+            assert versions(models, [("authorization", f"Bearer {secret}")])
+            assert client.tag("Tagging stays open .", models=["pos"]).sentences
+        with TaggerClient(address, ca=pki / "ca.pem", token=secret) as admin:
+            assert admin.model_versions().versions
+    assert caplog.records  # the server did log (rpc lines at debug level)
+    assert secret not in caplog.text
