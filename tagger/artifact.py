@@ -53,7 +53,8 @@ def build_model(config: TaggerConfig, words: Vocab, chars: Vocab, labels: dict[s
     num_labels = {t.name: len(labels[t.name]) for t in config.model.tasks}
     network = SequenceTagger(config.model, len(words), len(chars), num_labels, constraints)
     encodings = {t.name: t.encoding for t in config.model.tasks if t.kind == "span"}
-    featurizer = Featurizer(words, chars, labels, config.model.lowercase, config.model.char.max_length, encodings)
+    featurizer = Featurizer(words, chars, labels, config.model.lowercase, config.model.char.max_length, encodings,
+                            casing=config.model.casing_dim > 0)
     return Model(config, featurizer, network)
 
 

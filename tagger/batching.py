@@ -56,7 +56,8 @@ class Batch:
         words: (B, T) word ids.
         chars: (U, C) character ids of the U distinct forms.
         char_index: (B, T) row of ``chars`` for each token.
-        casing: (U,) casing class of each distinct form (see :func:`casing`).
+        casing: (U,) casing class of each distinct form (see :func:`casing`), or None for
+            models without the casing feature.
         mask: (B, T) True on real tokens.
         tags: task -> (B, T) gold tag ids, for tasks labelled in this batch.
         has_tags: task -> (B,) True for the rows that carry that task's labels.
@@ -65,7 +66,7 @@ class Batch:
     words: Tensor
     chars: Tensor
     char_index: Tensor
-    casing: Tensor
+    casing: Tensor | None
     mask: Tensor
     tags: dict[str, Tensor] = field(default_factory=dict)
     has_tags: dict[str, Tensor] = field(default_factory=dict)
@@ -79,11 +80,13 @@ class Featurizer:
         chars: character vocabulary.
         labels: task -> label vocabulary in the task's internal encoding.
         encodings: task -> ``iobes`` for span tasks trained on IOBES (labels arrive as IOB2).
+        casing: compute casing classes (for models with ``casing_dim`` > 0).
     """
 
     def __init__(self, words: Vocab, chars: Vocab, labels: Mapping[str, Vocab], lowercase: bool,
-                 max_chars: int, encodings: Mapping[str, str] | None = None):
+                 max_chars: int, encodings: Mapping[str, str] | None = None, casing: bool = False):
         self.words, self.chars, self.labels = words, chars, dict(labels)
+        self.casing = casing
         self.lowercase, self.max_chars = lowercase, max_chars
         self.encodings = dict(encodings or {})
         self._char_cache: dict[str, list[int]] = {}  # form -> char ids; forms repeat a lot (Zipf)
@@ -118,7 +121,7 @@ class Featurizer:
         chars = torch.zeros(len(char_rows), max(map(len, char_rows)), dtype=torch.long)
         for row, ids in enumerate(char_rows):
             chars[row, : len(ids)] = torch.tensor(ids)
-        form_casing = torch.tensor([casing(form) for form in forms], dtype=torch.long)
+        form_casing = torch.tensor([casing(form) for form in forms], dtype=torch.long) if self.casing else None
         mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
         batch = Batch(words, chars, char_index, form_casing, mask)
         if with_labels:

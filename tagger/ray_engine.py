@@ -85,6 +85,11 @@ def _jsonl_sink(path: str):
 
         def __init__(self, directory: str):
             super().__init__(directory, file_format="jsonl")
+            self.rows = 0
+
+        def on_write_complete(self, write_result) -> None:  # on the driver, with the totals
+            super().on_write_complete(write_result)
+            self.rows = write_result.num_rows
 
         def write_block_to_file(self, block, file) -> None:
             lines = block.to_arrow().column("json").to_pylist()
@@ -129,9 +134,9 @@ def tag_files(model: str | Path, inputs: str | Path, output: str | Path, num_act
                    .map_batches(TagBatch, fn_constructor_args=(str(Path(model).resolve()), scores),
                                 batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=num_actors),
                                 num_cpus=1, batch_format="numpy"))
-        dataset.write_datasink(_jsonl_sink(str(partial)), ray_remote_args={"num_cpus": 0})
-        shards = sorted(partial.glob("*.jsonl"))
-        documents = sum(1 for shard in shards for _ in shard.open(encoding="utf-8"))
+        sink = _jsonl_sink(str(partial))
+        dataset.write_datasink(sink, ray_remote_args={"num_cpus": 0})
+        documents = sink.rows
         if output.exists():
             output.rmdir()
         partial.replace(output)

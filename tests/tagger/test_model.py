@@ -356,7 +356,9 @@ def test_casing_feature_changes_emissions_by_case_alone(featurizer, sentences):
     """Lower-cased words and characters aside, only the casing embedding tells 'Paris' from 'paris'."""
     model = network(featurizer, casing_dim=4, **{"char.encoder": "none"})
     assert model.casing is not None and model.casing.embedding_dim == 4
-    upper, lower = (featurizer.batch([Example((w, "visited"))], with_labels=False) for w in ("Paris", "paris"))
+    assert featurizer.batch([Example(("Paris",))], with_labels=False).casing is None  # computed only when used
+    cased = Featurizer(featurizer.words, featurizer.chars, featurizer.labels, lowercase=True, max_chars=12, casing=True)
+    upper, lower = (cased.batch([Example((w, "visited"))], with_labels=False) for w in ("Paris", "paris"))
     assert upper.casing.tolist() != lower.casing.tolist()
     assert torch.equal(upper.words, lower.words)
     assert not torch.allclose(run(model, upper)["upos"], run(model, lower)["upos"])
