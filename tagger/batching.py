@@ -110,17 +110,18 @@ class Featurizer:
     def batch(self, examples: Sequence[Example], with_labels: bool = True) -> Batch:
         lengths = [len(e.tokens) for e in examples]
         size, width = len(examples), max(lengths)
-        words = torch.zeros(size, width, dtype=torch.long)
-        char_index = torch.zeros(size, width, dtype=torch.long)
         forms: dict[str, int] = {}
-        for row, example in enumerate(examples):
-            n = len(example.tokens)
-            words[row, :n] = torch.tensor([self.words.id(self.word_key(t)) for t in example.tokens])
-            char_index[row, :n] = torch.tensor([forms.setdefault(t, len(forms)) for t in example.tokens])
+        word_rows, index_rows = [], []
+        word_id, key = self.words.id, self.word_key
+        for example in examples:  # rows built as lists, each tensor made in one call
+            pad = [0] * (width - len(example.tokens))
+            word_rows.append([word_id(key(t)) for t in example.tokens] + pad)
+            index_rows.append([forms.setdefault(t, len(forms)) for t in example.tokens] + pad)
+        words = torch.tensor(word_rows, dtype=torch.long)
+        char_index = torch.tensor(index_rows, dtype=torch.long)
         char_rows = [self._char_ids(form) for form in forms]
-        chars = torch.zeros(len(char_rows), max(map(len, char_rows)), dtype=torch.long)
-        for row, ids in enumerate(char_rows):
-            chars[row, : len(ids)] = torch.tensor(ids)
+        longest = max(map(len, char_rows))
+        chars = torch.tensor([ids + [0] * (longest - len(ids)) for ids in char_rows], dtype=torch.long)
         form_casing = torch.tensor([casing(form) for form in forms], dtype=torch.long) if self.casing else None
         mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
         batch = Batch(words, chars, char_index, form_casing, mask)

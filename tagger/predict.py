@@ -76,13 +76,13 @@ class TokenizedText:
     sentences: list[list[tuple[str, int, int]]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Label:
     value: str
     score: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Token:
     text: str
     start: int
@@ -90,7 +90,7 @@ class Token:
     labels: dict[str, Label] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Entity:
     label: str
     start: int
@@ -102,7 +102,7 @@ class Entity:
     task: str = "ner"
 
 
-@dataclass
+@dataclass(slots=True)
 class TaggedSentence:
     start: int
     end: int
@@ -110,7 +110,7 @@ class TaggedSentence:
     entities: list[Entity]
 
 
-@dataclass
+@dataclass(slots=True)
 class Document:
     """A tagged text: offsets of sentences, tokens and entities index into ``text``."""
 
@@ -194,12 +194,16 @@ class Tagger:
 
     def _sentence(self, text: str, tokens: Sequence[tuple[str, int, int]],
                   prediction: dict[str, TaskPrediction]) -> TaggedSentence:
-        out = [Token(t, s, e) for t, s, e in tokens]
+        out = [Token(t, s, e, {}) for t, s, e in tokens]
         entities: list[Entity] = []
         for task, result in prediction.items():
             probs = result.scores
-            for i, label in enumerate(result.labels):
-                out[i].labels[task] = Label(label, probs[i] if probs else None)
+            if probs:
+                for token, label, prob in zip(out, result.labels, probs):
+                    token.labels[task] = Label(label, prob)
+            else:
+                for token, label in zip(out, result.labels):
+                    token.labels[task] = Label(label)
             if self.tasks[task] == "span":
                 for span in spans(result.labels):
                     start, end = out[span.start].start, out[span.end - 1].end
