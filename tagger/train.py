@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from tagger import distributed
@@ -34,7 +34,7 @@ from tagger.predict import predict
 from tagger.schemes import entity_types, labels_for
 from tagger.vectors import load_vectors
 from tagger.vocab import Vocab
-from tagger.writers import atomic_write_text
+from tagger.writers import atomic_write_bytes, atomic_write_text
 
 CHECKPOINT = "checkpoint"
 STEP_EVERY = 20  # batches between on_step calls
@@ -188,6 +188,9 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
     checkpoint = output / CHECKPOINT
+    if main:
+        _recover_checkpoint(checkpoint)
+    distributed.barrier(context)
     if resume and (checkpoint / "state.json").exists():
         state = _load_checkpoint(checkpoint, network, optimizer, scheduler)
     lengths = [len(e.tokens) for e in train_data]
@@ -298,20 +301,48 @@ def _scheduler(config: TaggerConfig, optimizer: torch.optim.Optimizer, steps_per
 
 
 def _save_checkpoint(directory: Path, network, optimizer, scheduler, state: dict[str, Any]) -> None:
-    """Weights, optimiser tensors and RNG state as safetensors; everything else as JSON."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Weights, optimiser tensors and RNG state as safetensors; everything else as JSON.
+
+    Both files are written into a new directory that then replaces the old one, so a failed
+    write (a full disk) keeps the previous checkpoint whole and leaves nothing partial.
+    """
     tensors = {f"model.{k}": v.contiguous() for k, v in network.state_dict().items()}
     opt_state = optimizer.state_dict()
     for index, values in opt_state["state"].items():
         for key, value in values.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    temp = directory / "state.safetensors.tmp"
-    save_file(tensors, str(temp))
-    temp.replace(directory / "state.safetensors")
     scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k not in ("lr_lambdas", "_get_lr_called_within_step")}
     meta = {**state, "param_groups": opt_state["param_groups"], "scheduler": scheduler_state}
-    atomic_write_text(directory / "state.json", json.dumps(meta, default=float))
+    staging, previous = _sibling(directory, "new"), _sibling(directory, "old")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        atomic_write_bytes(staging / "state.safetensors", save(tensors))
+        atomic_write_text(staging / "state.json", json.dumps(meta, default=float))
+        shutil.rmtree(previous, ignore_errors=True)
+        if directory.exists():
+            directory.rename(previous)
+        staging.rename(directory)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = "the previous checkpoint is kept" if (directory / "state.json").exists() or previous.exists() else "no checkpoint yet"
+        raise OSError(error.errno, f"cannot write the checkpoint in {directory.parent} ({error.strerror or error}); {kept}") from error
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _sibling(directory: Path, suffix: str) -> Path:
+    return directory.with_name(f"{directory.name}.{suffix}")
+
+
+def _recover_checkpoint(directory: Path) -> None:
+    """Undo a checkpoint swap that a crash interrupted: keep the complete one, drop the rest."""
+    previous = _sibling(directory, "old")
+    if not (directory / "state.json").exists() and (previous / "state.json").exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        previous.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(_sibling(directory, "new"), ignore_errors=True)
 
 
 def _load_checkpoint(directory: Path, network, optimizer, scheduler) -> dict[str, Any]:

@@ -129,3 +129,45 @@ def test_training_from_a_base_model(pos_examples, tmp_path):
     with pytest.raises(ValueError, match="has no task ner"):
         train(small_config(epochs=1), [Example(("x",), {"ner": ("O",)})], bad, tmp_path / "bad2", progress=False,
               base=first.model)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_whole(pos_examples, tmp_path, monkeypatch):
+    import errno
+
+    import tagger.train as training
+    from tagger import writers
+
+    train_part, dev_part = pos_examples
+    train_part, dev_part = train_part[:120], dev_part[:30]
+    config = small_config(epochs=3, schedule="none")
+    output = tmp_path / "run"
+    writes = []
+
+    def full_disk_on_the_second_checkpoint(path, data: bytes) -> None:
+        writes.append(path)
+        if len(writes) == 1:  # epoch 1's tensors (state.json goes through atomic_write_text)
+            return writers.atomic_write_bytes(path, data)
+        with writers._atomic(path, "wb") as handle:  # half the bytes reach the disk, then it is full
+            handle.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training, "atomic_write_bytes", full_disk_on_the_second_checkpoint)
+    with pytest.raises(OSError) as raised:
+        train(config, train_part, dev_part, output, progress=False)
+    message = str(raised.value)
+    assert "cannot write the checkpoint" in message and "No space left on device" in message
+    assert "the previous checkpoint is kept" in message and raised.value.errno == errno.ENOSPC
+    leftovers = sorted(p.name for p in output.iterdir() if p.name.startswith((".", f"{CHECKPOINT}.")))
+    assert leftovers == [], "nothing partial is kept"
+    assert sorted(p.name for p in (output / CHECKPOINT).iterdir()) == ["state.json", "state.safetensors"]
+    assert json.loads((output / CHECKPOINT / "state.json").read_text())["epoch"] == 1
+    load_model(output)  # the best model so far is intact
+    monkeypatch.undo()
+
+    # A crash between the two renames of a later swap leaves only checkpoint.old: resume finds it.
+    (output / CHECKPOINT).rename(output / f"{CHECKPOINT}.old")
+    (output / f"{CHECKPOINT}.new").mkdir()
+    (output / f"{CHECKPOINT}.new" / "state.safetensors").write_bytes(b"partial")
+    resumed = train(config, train_part, dev_part, output, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2, 3]
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith(CHECKPOINT)) == []
