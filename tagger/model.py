@@ -39,13 +39,31 @@ class CharEncoder(nn.Module):
         mask = chars != 0  # (U, C)
         embedded = self.embed(chars)  # (U, C, D)
         if self.kind == "cnn":
-            hidden = self.conv(embedded.transpose(1, 2)).transpose(1, 2)  # (U, C', H)
-            hidden = hidden[:, : chars.size(1)]  # even kernels pad one extra step
+            if self.training:
+                hidden = self.conv(embedded.transpose(1, 2)).transpose(1, 2)  # (U, C', H)
+                hidden = hidden[:, : chars.size(1)]  # even kernels pad one extra step
+            else:
+                hidden = self._windows_times_filters(embedded)  # (U, C, H)
             return hidden.masked_fill(~mask.unsqueeze(2), -1e4).max(dim=1).values  # (U, H)
         lengths = mask.sum(1).clamp(min=1).cpu()
         packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
         _, (h_n, _) = self.lstm(packed)  # h_n: (2, U, H)
         return torch.cat([h_n[0], h_n[1]], dim=1)  # (U, 2H)
+
+
+    def _windows_times_filters(self, embedded: Tensor) -> Tensor:
+        """The convolution as one matrix product over character windows, for inference.
+
+        Same numbers as ``self.conv``; but a oneDNN convolution builds and caches a kernel for
+        every new input shape, and batches of words come in endless shapes: serving with it
+        grew the process by tens of MB an hour. A plain GEMM has no per-shape state.
+        """
+        size, length, dim = embedded.shape
+        kernel = self.conv.kernel_size[0]
+        padded = nn.functional.pad(embedded, (0, 0, kernel // 2, kernel - 1 - kernel // 2))  # (U, C+k-1, D)
+        windows = padded.unfold(1, kernel, 1).transpose(2, 3).reshape(size * length, kernel * dim)  # [k][d]
+        filters = self.conv.weight.permute(2, 1, 0).reshape(kernel * dim, -1)  # (k*D, H)
+        return torch.addmm(self.conv.bias, windows, filters).view(size, length, -1)
 
 
 class SequenceEncoder(nn.Module):

@@ -134,6 +134,12 @@ def test_char_cnn_any_kernel(featurizer, examples, kernel):
     model = network(featurizer, **{"char.kernel": kernel})
     batch = featurizer.batch(examples)
     assert model.chars(batch.chars).shape == (batch.chars.size(0), 5)
+    # Inference computes the convolution as a matrix product over windows: the same numbers.
+    model.chars.train()
+    with torch.no_grad():
+        trained_path = model.chars(batch.chars)
+        model.chars.eval()
+        torch.testing.assert_close(model.chars(batch.chars), trained_path, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("char, cell, merge, layers, kernel", [
