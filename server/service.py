@@ -87,7 +87,7 @@ class TaggerService(pb_grpc.TaggerServicer):
         """Responses in request order; up to a window of documents is tagged concurrently so
         a stream fills micro-batches on its own."""
         started = time.perf_counter()
-        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=64)
+        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=256)  # documents in flight per stream: enough to fill micro-batches
 
         async def read() -> None:
             try:

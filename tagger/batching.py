@@ -13,7 +13,7 @@ from tagger.schemes import convert
 from tagger.vocab import Vocab
 
 
-CHAR_CACHE_SIZE = 200_000
+CHAR_CACHE_SIZE = 50_000  # forms; about 10 MB when full (Zipf: the first forms seen are the frequent ones)
 
 # Casing classes (0 is padding). Lower-cased word vectors lose capitalisation; this gives
 # it back to the encoder as one small embedding per token.

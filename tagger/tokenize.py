@@ -16,6 +16,9 @@ import spacy
 
 CHUNK_CHARS = 100_000
 MAX_SENTENCE_TOKENS = 300
+# spaCy keeps every string it has seen in its vocabulary, for the life of the pipeline; past
+# this many new ones the pipeline is rebuilt, so a long-running process stays bounded.
+MAX_NEW_STRINGS = 100_000
 _BREAKS = (re.compile(r"\n[ \t\r\f\v]*\n"), re.compile(r"\n"), re.compile(r"\s"))
 
 Token = tuple[str, int, int]  # text, start, end
@@ -24,14 +27,19 @@ Token = tuple[str, int, int]  # text, start, end
 class Tokenizer:
     """Sentence splitting and tokenization for one language."""
 
-    def __init__(self, lang: str = "en", max_tokens: int = MAX_SENTENCE_TOKENS):
+    def __init__(self, lang: str = "en", max_tokens: int = MAX_SENTENCE_TOKENS, max_new_strings: int = MAX_NEW_STRINGS):
+        self.lang, self.max_tokens, self.max_new_strings = lang, max_tokens, max_new_strings
+        self.nlp = self._pipeline()
+        self._base_strings = len(self.nlp.vocab.strings)
+
+    def _pipeline(self) -> spacy.language.Language:
         try:
-            self.nlp = spacy.blank(lang)
+            nlp = spacy.blank(self.lang)
         except (ImportError, KeyError) as error:  # spaCy raises ImportError for unknown codes
-            raise ValueError(f"spaCy has no language {lang!r}") from error
-        self.nlp.add_pipe("sentencizer")
-        self.nlp.max_length = CHUNK_CHARS * 2
-        self.max_tokens = max_tokens
+            raise ValueError(f"spaCy has no language {self.lang!r}") from error
+        nlp.add_pipe("sentencizer")
+        nlp.max_length = CHUNK_CHARS * 2
+        return nlp
 
     def __call__(self, text: str) -> list[list[Token]]:
         return next(iter(self.pipe([text])))
@@ -44,6 +52,8 @@ class Tokenizer:
         docs = self.nlp.pipe((chunk for _, _, chunk in chunks), batch_size=batch_size)
         for (i, offset, _), doc in zip(chunks, docs):
             result[i].extend(self._sentences(doc, offset))
+        if len(self.nlp.vocab.strings) - self._base_strings > self.max_new_strings:
+            self.nlp = self._pipeline()  # the old vocabulary goes with the old pipeline
         yield from result
 
     def _sentences(self, doc, offset: int) -> Iterator[list[Token]]:
