@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench bench-serve soak models proto serve clean
+.PHONY: setup test bench bench-serve bench-memory soak models proto serve clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ serve: setup
 # Serving latency and throughput on loopback at 1/8/32/64 clients (bounded, about a minute).
 bench-serve: setup
 	$(BIN)/python scripts/bench_serve.py
+
+# Memory over a million tiny documents through `tagger tag` (about 15 minutes; --via stream for TagStream).
+bench-memory: setup
+	$(BIN)/python scripts/bench_memory.py --documents 1000000
 
 # Soak: 64 clients mixing Tag, TagStream and ListModels for 10 minutes, then one TagStream of
 # 200,000 tiny documents; per-minute p99 and RSS (bounded; about 15 minutes).
