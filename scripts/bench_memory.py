@@ -23,7 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench_serve import ROOT, rss_mb, start_server
+
 FIXED = ["Paris .", "ok", "Mr. Smith went to Washington on Monday .", "x y z", "Thanks a lot !"]
 
 
@@ -33,13 +34,6 @@ def documents(count: int) -> Iterator[str]:
             yield FIXED[i % len(FIXED)]
         else:
             yield f"Ticket T{i * 7919 % 10_000_019} was closed by user{i} ."
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def via_tag(model: Path, count: int, work: Path) -> tuple[list[tuple[float, float]], float]:
@@ -60,7 +54,7 @@ def via_tag(model: Path, count: int, work: Path) -> tuple[list[tuple[float, floa
         try:
             if tagging:
                 samples.append((time.perf_counter() - started, rss_mb(process.pid)))
-        except OSError:
+        except (OSError, RuntimeError):  # the process has just ended
             break
         time.sleep(0.5)
     log.close()
@@ -74,9 +68,6 @@ def via_tag(model: Path, count: int, work: Path) -> tuple[list[tuple[float, floa
 
 def via_stream(models: Path, count: int, work: Path) -> tuple[list[tuple[float, float]], float]:
     """One TagStream of ``count`` documents to `tagger serve`; RSS sampled every 1% of them."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_serve import start_server
-
     server, address = start_server(models, str(work / "store"))
 
     async def stream() -> list[tuple[float, float]]:

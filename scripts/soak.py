@@ -24,16 +24,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench_serve import EWT_TEST, ROOT, start_server
+from bench_serve import EWT_TEST, ROOT, rss_mb, start_server
 
 sys.path.insert(0, str(ROOT))
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def percentile(values: list[float], q: float) -> float:

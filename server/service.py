@@ -19,6 +19,8 @@ from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tagger.server")
 
+STREAM_WINDOW = 256  # documents of one TagStream in flight at once: enough to fill micro-batches
+
 
 class RequestError(Exception):
     """A request the server refuses: carries the status code and a message for a person."""
@@ -87,7 +89,7 @@ class TaggerService(pb_grpc.TaggerServicer):
         """Responses in request order; up to a window of documents is tagged concurrently so
         a stream fills micro-batches on its own."""
         started = time.perf_counter()
-        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=256)  # documents in flight per stream: enough to fill micro-batches
+        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=STREAM_WINDOW)
 
         async def read() -> None:
             try:

@@ -131,6 +131,7 @@ class Tagger:
         self.model = model
         self.path = str(path) if path else None
         self.tokenizer = Tokenizer(model.config.lang)
+        self._kinds = {t.name: t.kind for t in model.config.model.tasks}
 
     @classmethod
     def load(cls, path: str | Path) -> "Tagger":
@@ -140,7 +141,7 @@ class Tagger:
     @property
     def tasks(self) -> dict[str, str]:
         """Task name -> kind (``tag`` or ``span``)."""
-        return {t.name: t.kind for t in self.model.config.model.tasks}
+        return dict(self._kinds)
 
     @property
     def labels(self) -> dict[str, list[str]]:
@@ -204,7 +205,7 @@ class Tagger:
             else:
                 for token, label in zip(out, result.labels):
                     token.labels[task] = Label(label)
-            if self.tasks[task] == "span":
+            if self._kinds[task] == "span":
                 for span in spans(result.labels):
                     start, end = out[span.start].start, out[span.end - 1].end
                     score = min(probs[span.start : span.end]) if probs else None
