@@ -3,7 +3,8 @@
 Usage: python scripts/bench.py [--runs 5] [--threads N]
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
-models/en-pos, en-ner and en-joint and for spaCy's efficiency tagger and tagger+NER (built
+models/en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
+tagger[onnx] is installed) and for spaCy's efficiency tagger and tagger+NER (built
 by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
 p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
 process, so RSS is its own.
@@ -67,7 +68,8 @@ def measure(name: str, runs: int, threads: int) -> dict:
     else:
         from tagger import Tagger
 
-        tagger = Tagger.load(ROOT / "models" / name)
+        model, _, backend = name.partition("/")
+        tagger = Tagger.load(ROOT / "models" / model, backend or "torch")
 
         def tag_all() -> int:
             return sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
@@ -75,7 +77,7 @@ def measure(name: str, runs: int, threads: int) -> dict:
         def tag_one(text: str) -> None:
             tagger.tag(text, scores=False)
 
-        card = json.loads((ROOT / "models" / name / "metrics.json").read_text())
+        card = json.loads((ROOT / "models" / model / "metrics.json").read_text())
         accuracy = {t: round(100 * (r["f1"] if "f1" in r else r["accuracy"]), 2) for t, r in card["test"].items()}
     tokens = tag_all()  # warm-up
     times = []
@@ -103,10 +105,11 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.runs, args.threads)))
         return
+    from tagger.runtime import onnx_available
+
     rows = {}
-    for name in [*OURS, *SPACY]:
-        if name in OURS and not (ROOT / "models" / name / "weights.safetensors").exists():
-            continue
+    ours = [n for n in OURS if (ROOT / "models" / n / "weights.safetensors").exists()]
+    for name in [*ours, *([f"{n}/onnx" for n in ours] if onnx_available() else []), *SPACY]:
         output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(args.runs),
                                  "--threads", str(args.threads)], capture_output=True, text=True, check=True)
         rows[name] = json.loads(output.stdout.strip().splitlines()[-1])
@@ -121,8 +124,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, row in rows.items():
         ratio = ""
-        if name in COMPARE and COMPARE[name] in rows:
-            ratio = f"{row['tokens_per_s'] / rows[COMPARE[name]]['tokens_per_s']:.2f}x {COMPARE[name]}"
+        other = COMPARE.get(name.partition("/")[0])
+        if other in rows:
+            ratio = f"{row['tokens_per_s'] / rows[other]['tokens_per_s']:.2f}x {other}"
         scores = ", ".join(f"{t} {v}" for t, v in (row["accuracy"] or {}).items())
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")

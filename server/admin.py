@@ -79,7 +79,7 @@ class ModelsService(pb_grpc.ModelsServicer):
             return pb.DeleteModelResponse()
 
     def _load_and_warm(self, name: str, version: str, path) -> ModelEntry:
-        entry = load_entry(name, path, version)
+        entry = load_entry(name, path, version, self.tagging.settings.backend)
         entry.tagger.tag(WARM_UP)  # first calls allocate; do it before traffic arrives
         return entry
 
@@ -87,7 +87,7 @@ class ModelsService(pb_grpc.ModelsServicer):
         active = self.tagging.registry.get(name) if self.tagging.registry else None
         if active is not None and active.version == version:
             return active
-        return load_entry(name, self.store.path(name, version), version)
+        return load_entry(name, self.store.path(name, version), version, self.tagging.settings.backend)
 
     @staticmethod
     def _version(entry: ModelEntry, active: bool) -> pb.ModelVersion:

@@ -156,7 +156,8 @@ async def serve(settings: ServerSettings) -> None:
         if not settings.models.is_dir() and not store.names():
             raise ArtifactError(f"{settings.models}: no such models directory, and the store {store.root} is empty")
         await asyncio.to_thread(store.seed, settings.models)
-        registry = await asyncio.to_thread(ModelRegistry.from_store, store, settings.default_models)
+        registry = await asyncio.to_thread(ModelRegistry.from_store, store, settings.default_models,
+                                           settings.backend)
     except Exception:
         await running.stop(0)
         raise

@@ -53,10 +53,10 @@ def model_version(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_entry(name: str, directory: Path, version: str | None = None) -> ModelEntry:
-    """Load one model directory (version: given, or derived from the files). Raises
-    ArtifactError for a bad one."""
-    tagger = Tagger.load(directory)
+def load_entry(name: str, directory: Path, version: str | None = None, backend: str = "torch") -> ModelEntry:
+    """Load one model directory (version: given, or derived from the files) for ``backend``
+    (see :meth:`Tagger.load`). Raises ArtifactError for a bad one."""
+    tagger = Tagger.load(directory, backend)
     tests: dict[str, dict[str, float]] = {}
     dev = []
     try:
@@ -86,21 +86,24 @@ class ModelRegistry:
         self._defaults = list(defaults)
 
     @classmethod
-    def from_store(cls, store: "ModelStore", defaults: Iterable[str] | None = None) -> "ModelRegistry":
+    def from_store(cls, store: "ModelStore", defaults: Iterable[str] | None = None,
+                   backend: str = "torch") -> "ModelRegistry":
         """Load the active version of every model in the store."""
         entries = []
         for name in store.names():
             version = store.active(name)
             if version is not None:
-                entries.append(load_entry(name, store.path(name, version), version))
+                entries.append(load_entry(name, store.path(name, version), version, backend))
         return cls._with_defaults(entries, defaults, store.root)
 
     @classmethod
-    def from_directory(cls, models_dir: Path, defaults: Iterable[str] | None = None) -> "ModelRegistry":
+    def from_directory(cls, models_dir: Path, defaults: Iterable[str] | None = None,
+                       backend: str = "torch") -> "ModelRegistry":
         """Load every model under ``models_dir``. Without ``defaults``: the bundled pair
         (en-pos and en-ner: en-joint's NER is 3 points weaker, see its card) if present,
         else every model."""
-        return cls._with_defaults([load_entry(p.name, p) for p in discover(models_dir)], defaults, models_dir)
+        entries = [load_entry(p.name, p, backend=backend) for p in discover(models_dir)]
+        return cls._with_defaults(entries, defaults, models_dir)
 
     @classmethod
     def _with_defaults(cls, entries: list[ModelEntry], defaults: Iterable[str] | None, where: Path) -> "ModelRegistry":

@@ -175,6 +175,8 @@ def tag(
     engine: Annotated[str, typer.Option("--engine", help="local, or ray: many files (a file, directory or glob as --input) "
                                         "tagged on Ray into JSONL shards in the directory --output")] = "local",
     num_actors: Annotated[int, typer.Option("--num-actors", help="Ray actors, each holding one copy of the model")] = 2,
+    backend: Annotated[str, typer.Option("--backend", help="encoder runtime: auto (onnx if installed), onnx or torch; "
+                                         "same labels")] = "auto",
 ) -> None:
     """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
     if engine == "ray":
@@ -193,7 +195,7 @@ def tag(
     if output_format not in ("jsonl", "conllu", "conll"):
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
     try:
-        tagger = Tagger.load(model)
+        tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
         documents = read_documents(input, input_format)
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
@@ -206,7 +208,7 @@ def tag(
                     write_document(handle, output_format, doc_id, document, list(tagger.tasks), source)
                 bar.update(len(chunk))
             bar.close()
-    except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
+    except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError) as error:
         _fail(error)
 
 

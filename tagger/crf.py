@@ -52,6 +52,13 @@ class CRF(nn.Module):
         end = self.end.masked_fill(~self.end_ok, FORBIDDEN)  # (L,)
         return start, trans, end
 
+    def _numpy_scores(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_scores` as arrays, for decoding; kept until a parameter changes."""
+        key = tuple((p.data_ptr(), p._version) for p in (self.start, self.transitions, self.end))
+        if getattr(self, "_cached", (None,))[0] != key:
+            self._cached = (key, tuple(x.detach().cpu().numpy().copy() for x in self._scores()))
+        return self._cached[1]
+
     def log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
         """Log-probability of the gold tags.
 
@@ -100,7 +107,7 @@ class CRF(nn.Module):
         Returns:
             (B, T) tag ids, 0 at padding.
         """
-        start, trans, end = (x.detach().cpu().numpy() for x in self._scores())
+        start, trans, end = self._numpy_scores()
         tags = viterbi(emissions.detach().cpu().numpy(), mask.sum(1).cpu().numpy(), start, trans, end)
         return torch.from_numpy(tags).to(emissions.device)
 
@@ -133,19 +140,24 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans
     score = start + emissions[:, 0]  # (B, L)
     incoming = np.ascontiguousarray(trans.T)  # [j, i]: reduce over the contiguous last axis
     history = np.zeros((max(steps - 1, 0), size, emissions.shape[2]), dtype=np.int64)
+    ragged = bool((lengths < steps).any())  # no padding (one sentence, or equal lengths): no masking
     for t in range(1, steps):
         candidates = score[:, None, :] + incoming  # (B, L, L_prev)
         best = candidates.argmax(axis=2)  # (B, L)
         history[t - 1] = best
         step = candidates.max(axis=2) + emissions[:, t]
-        score = np.where((t < lengths)[:, None], step, score)
+        score = np.where((t < lengths)[:, None], step, score) if ragged else step
     current = (score + end).argmax(axis=1)  # (B,) tag at each row's last token
     tags = np.zeros((size, steps), dtype=np.int64)
     rows = np.arange(size)
     for t in range(steps - 1, 0, -1):
-        real = t < lengths
-        tags[:, t] = np.where(real, current, 0)
-        current = np.where(real, history[t - 1][rows, current], current)
+        if ragged:
+            real = t < lengths
+            tags[:, t] = np.where(real, current, 0)
+            current = np.where(real, history[t - 1][rows, current], current)
+        else:
+            tags[:, t] = current
+            current = history[t - 1][rows, current]
     tags[:, 0] = current
     return tags
 

@@ -133,6 +133,12 @@ class SequenceTagger(nn.Module):
         Returns:
             task -> (B, T, L_task) emissions.
         """
+        embedded = self.dropout(self.features(words, chars, char_index, casing))
+        encoded = self.dropout(self.encoder(embedded, mask))  # (B, T, H)
+        return {task: head(encoded) for task, head in self.heads.items()}
+
+    def features(self, words: Tensor, chars: Tensor, char_index: Tensor, casing: Tensor | None = None) -> Tensor:
+        """The encoder's input: word, character and casing features concatenated, (B, T, D)."""
         features = [self.word_embed(words)]  # (B, T, Dw)
         if self.chars is not None:
             forms = self.chars(chars)  # (U, Dc)
@@ -141,9 +147,7 @@ class SequenceTagger(nn.Module):
             if casing is None:
                 raise ValueError("this model has a casing feature: pass the batch's casing classes")
             features.append(self.casing(casing)[char_index])  # (B, T, Dk)
-        embedded = self.dropout(torch.cat(features, dim=2))
-        encoded = self.dropout(self.encoder(embedded, mask))  # (B, T, H)
-        return {task: head(encoded) for task, head in self.heads.items()}
+        return torch.cat(features, dim=2)
 
     def loss(self, emissions: Mapping[str, Tensor], tags: Mapping[str, Tensor], has_tags: Mapping[str, Tensor],
              mask: Tensor) -> Tensor:

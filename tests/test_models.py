@@ -11,8 +11,9 @@ import pytest
 from tagger.artifact import load_model
 from tagger.config import CorpusFormat
 from tagger.metrics import evaluate_labels
-from tagger.predict import tag_corpus
+from tagger.predict import predict, tag_corpus
 from tagger.readers import load_corpus
+from tagger.runtime import OnnxEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -52,3 +53,18 @@ def test_bundled_models_are_small_and_self_describing():
         assert size <= 25 * 1024 * 1024, f"{name} is {size / 1e6:.1f} MB"
         for file in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", "README.md"):
             assert (directory / file).is_file(), f"{name}/{file}"
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_the_onnx_backend_tags_each_test_set_exactly_like_torch(name):
+    model = load_model(ROOT / "models" / name)
+    encoder = OnnxEncoder(model.network)
+    for task in model.config.model.tasks:
+        path, column = TEST_SETS[task.name]
+        sentences = [s.tokens for s in load_corpus(path, CorpusFormat(label_column=column), kind=task.kind).sentences]
+        torch_labels = [p[task.name].labels for p in predict(model, sentences, scores=False)]
+        onnx_labels = [p[task.name].labels for p in predict(model, sentences, scores=False, encoder=encoder)]
+        assert onnx_labels == torch_labels, task.name
+        sample = sentences[:200]
+        for a, b in zip(predict(model, sample), predict(model, sample, encoder=encoder)):
+            assert b[task.name].scores == pytest.approx(a[task.name].scores, abs=1e-4)

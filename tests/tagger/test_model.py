@@ -14,6 +14,7 @@ from tagger.batching import Example, Featurizer, bucketed
 from tagger.config import ModelConfig, TaskConfig
 from tagger.crf import CRF, SoftmaxDecoder
 from tagger.model import SequenceTagger
+from tagger.runtime import OnnxEncoder
 from tagger.readers import read_conllu
 from tagger.schemes import convert, labels_for
 from tagger.vocab import Vocab
@@ -112,6 +113,27 @@ def test_forward_shapes(featurizer, examples, char, cell, merge, layers):
         assert ((probs[batch.mask] > 0) & (probs[batch.mask] <= 1 + 1e-6)).all()
     loss = model.loss(emissions, batch.tags, batch.has_tags, batch.mask)
     assert loss.shape == () and torch.isfinite(loss) and loss.item() > 0
+
+
+@pytest.mark.parametrize("cell, merge, layers", list(itertools.product(["lstm", "gru", "rnn"], ["concat", "average"], [1, 2])))
+def test_the_onnx_encoder_gives_the_torch_emissions(featurizer, examples, cell, merge, layers):
+    model = network(featurizer, seed=3, **{"encoder.cell": cell, "encoder.merge": merge, "encoder.layers": layers})
+    batch = featurizer.batch(examples)  # ragged: both directions must stop at each row's end
+    expected = run(model, batch)
+    with torch.inference_mode():
+        features = model.features(batch.words, batch.chars, batch.char_index, batch.casing)
+        got = OnnxEncoder(model)(features, batch.mask.sum(1))
+    assert set(got) == set(expected)
+    for task in expected:
+        assert got[task].shape == expected[task].shape
+        torch.testing.assert_close(got[task][batch.mask], expected[task][batch.mask], atol=1e-5, rtol=1e-4)
+
+
+def test_the_onnx_encoder_refuses_a_cell_it_cannot_express(featurizer):
+    model = network(featurizer)
+    model.encoder.rnn.mode = "RNN_RELU"
+    with pytest.raises(ValueError, match="no RNN_RELU cell"):
+        OnnxEncoder(model)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
