@@ -41,14 +41,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(models: Path, store: str) -> tuple[subprocess.Popen, str]:
+def start_server(models: Path, store: str, backend: str = "auto") -> tuple[subprocess.Popen, str]:
     """`tagger serve` on a free loopback port with its own store; returns once it is SERVING."""
     from server.client import TaggerClient
 
     port = free_port()
     address = f"127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--models",
-                               str(models), "--data-dir", store, "--log-level", "warning"], cwd=ROOT)
+                               str(models), "--data-dir", store, "--log-level", "warning"], cwd=ROOT,
+                              env={**os.environ, "TAGGER_BACKEND": backend})
     with TaggerClient(address, timeout=2) as probe:
         for _ in range(240):
             try:
@@ -111,14 +112,17 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                        help="the server's encoder backend, and the in-process baseline's")
     args = parser.parse_args()
 
     from server.registry import ModelRegistry
     from tagger.readers import read_conllu
 
     texts = [s.text for s in read_conllu(EWT_TEST, None) if s.text and 15 <= len(s.tokens) <= 25]
-    registry = ModelRegistry.from_directory(args.models)
+    registry = ModelRegistry.from_directory(args.models, backend=args.backend)
     taggers = [registry.get(name).tagger for name in registry.defaults]
+    backend = taggers[0].backend
     for tagger in taggers:
         tagger.tag_texts(texts[:100], scores=False)
     started = time.perf_counter()
@@ -129,7 +133,7 @@ def main() -> None:
     del registry, taggers
 
     store = tempfile.mkdtemp(prefix="bench-serve-")
-    server, address = start_server(args.models, store)
+    server, address = start_server(args.models, store, backend)
     try:
         asyncio.run(run_level(address, texts, 4, 1.0))  # warm-up
         rows = [asyncio.run(run_level(address, texts, level, args.seconds)) for level in args.levels]
@@ -140,7 +144,8 @@ def main() -> None:
         shutil.rmtree(store, ignore_errors=True)
 
     print(f"# serving benchmark: models {', '.join(sorted(p.name for p in args.models.iterdir() if p.is_dir()))} "
-          f"(defaults applied per request), {len(texts)} EWT test sentences of 15-25 tokens, raw text")
+          f"(defaults applied per request), backend {backend}, {len(texts)} EWT test sentences of 15-25 tokens, "
+          "raw text")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; client and server share them")
     print("| clients | requests | p50 ms | p99 ms | tokens/s | of in-process |")
     print("|---:|---:|---:|---:|---:|---:|")

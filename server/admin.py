@@ -87,7 +87,7 @@ class ModelsService(pb_grpc.ModelsServicer):
         active = self.tagging.registry.get(name) if self.tagging.registry else None
         if active is not None and active.version == version:
             return active
-        return load_entry(name, self.store.path(name, version), version, self.tagging.settings.backend)
+        return load_entry(name, self.store.path(name, version), version)  # metadata only: no ONNX session
 
     @staticmethod
     def _version(entry: ModelEntry, active: bool) -> pb.ModelVersion:

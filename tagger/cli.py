@@ -179,8 +179,12 @@ def tag(
                                          "same labels")] = "auto",
 ) -> None:
     """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
+    from tagger.predict import BACKENDS
+
+    if backend not in BACKENDS:
+        _fail(UserError(f"--backend must be one of {', '.join(BACKENDS)}"))
     if engine == "ray":
-        _tag_on_ray(model, input, output, num_actors, not no_scores)
+        _tag_on_ray(model, input, output, num_actors, not no_scores, backend)
         return
     if engine != "local":
         _fail(UserError("--engine must be local or ray"))
@@ -212,7 +216,8 @@ def tag(
         _fail(error)
 
 
-def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool) -> None:
+def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool,
+                backend: str) -> None:
     if inputs is None or output is None:
         _fail(UserError("--engine ray needs --input (a file, directory or glob) and --output (a directory)"))
     try:
@@ -220,7 +225,8 @@ def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actor
     except ImportError:
         _fail(UserError("--engine ray needs Ray: pip install 'tagger[ray]'"))
     try:
-        result = ray_engine.tag_files(model, str(inputs), output, num_actors=num_actors, scores=scores)
+        result = ray_engine.tag_files(model, str(inputs), output, num_actors=num_actors, scores=scores,
+                                      backend=backend)
     except Exception as error:  # Ray re-raises a worker's error wrapped in its own types
         cause = getattr(error, "cause", None) or error
         _fail(UserError(f"{type(cause).__name__}: {cause}" if not isinstance(cause, ValueError) else str(cause)))

@@ -56,13 +56,13 @@ def split_documents(row: dict[str, Any]) -> list[dict[str, Any]]:
 class TagBatch:
     """A Ray actor's work: the model is loaded once per actor, then each batch is tagged."""
 
-    def __init__(self, model: str, scores: bool, threads: int = 1):
+    def __init__(self, model: str, scores: bool, threads: int = 1, backend: str = "torch"):
         import torch
 
         from tagger.predict import Tagger
 
         torch.set_num_threads(threads)
-        self.tagger = Tagger.load(model)
+        self.tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
         self.tasks = list(self.tagger.tasks)
         self.scores = scores
 
@@ -99,8 +99,9 @@ def _jsonl_sink(path: str):
 
 
 def tag_files(model: str | Path, inputs: str | Path, output: str | Path, num_actors: int = 2,
-              scores: bool = True, batch_size: int = 256) -> dict[str, Any]:
-    """Tag every document of ``inputs`` into JSONL shards in the directory ``output``.
+              scores: bool = True, batch_size: int = 256, backend: str = "torch") -> dict[str, Any]:
+    """Tag every document of ``inputs`` into JSONL shards in the directory ``output``
+    (``backend`` as for :meth:`tagger.Tagger.load`, in each actor).
 
     The shards are written into a temporary directory beside ``output`` and moved into
     place at the end, so a failed run leaves no partial output.
@@ -131,7 +132,7 @@ def tag_files(model: str | Path, inputs: str | Path, output: str | Path, num_act
         # reading and splitting are light: they take no CPU slot from the actors that tag
         dataset = (ray.data.read_binary_files(files, include_paths=True, num_cpus=0)
                    .flat_map(split_documents, num_cpus=0)
-                   .map_batches(TagBatch, fn_constructor_args=(str(Path(model).resolve()), scores),
+                   .map_batches(TagBatch, fn_constructor_args=(str(Path(model).resolve()), scores, 1, backend),
                                 batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=num_actors),
                                 num_cpus=1, batch_format="numpy"))
         sink = _jsonl_sink(str(partial))

@@ -13,7 +13,7 @@ from tagger.config import CorpusFormat
 from tagger.metrics import evaluate_labels
 from tagger.predict import predict, tag_corpus
 from tagger.readers import load_corpus
-from tagger.runtime import OnnxEncoder
+from tagger.runtime import OnnxEncoder, onnx_available
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -55,6 +55,7 @@ def test_bundled_models_are_small_and_self_describing():
             assert (directory / file).is_file(), f"{name}/{file}"
 
 
+@pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_the_onnx_backend_tags_each_test_set_exactly_like_torch(name):
     model = load_model(ROOT / "models" / name)

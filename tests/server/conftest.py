@@ -56,7 +56,7 @@ def loop_thread():
 def running_server(loop_thread: LoopThread, models_dir: Path, **overrides):
     """Start a server (port 0) with the test models; yields the RunningServer."""
     settings = ServerSettings(port=0, models=models_dir, default_models=["pos", "ner"], **overrides)
-    registry = ModelRegistry.from_directory(models_dir, settings.default_models)
+    registry = ModelRegistry.from_directory(models_dir, settings.default_models, settings.backend)
     running = loop_thread.run(build_server(settings, registry))
     try:
         yield running

@@ -8,6 +8,7 @@ import pytest
 
 from server.registry import ModelRegistry, UnknownModel, load_entry, model_version
 from tagger import ArtifactError
+from tagger.runtime import onnx_available
 
 
 def test_defaults(models_dir, tmp_path):
@@ -38,3 +39,21 @@ def test_empty_or_missing_directory(tmp_path):
         ModelRegistry.from_directory(tmp_path)
     with pytest.raises(ArtifactError, match="no such models directory"):
         ModelRegistry.from_directory(tmp_path / "absent")
+
+
+@pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed")
+def test_the_backend_setting_reaches_every_model_and_keeps_its_labels(models_dir):
+    text = "Barack Obama visited Paris last week. Apple opened a store in Berlin."
+
+    def labels(entry):
+        document = entry.tagger.tag(text)
+        return [[{task: label.value for task, label in token.labels.items()} for token in sentence.tokens]
+                for sentence in document.sentences]
+
+    torch_registry = ModelRegistry.from_directory(models_dir, backend="torch")
+    onnx_registry = ModelRegistry.from_directory(models_dir, backend="onnx")
+    for name in ("pos", "ner"):
+        assert torch_registry.get(name).tagger.backend == "torch"
+        assert onnx_registry.get(name).tagger.backend == "onnx"
+        assert labels(onnx_registry.get(name)) == labels(torch_registry.get(name))
+    assert load_entry("pos", models_dir / "pos", backend="auto").tagger.backend == "onnx"  # the dev extra has it

@@ -24,6 +24,7 @@ def test_precedence_file_env_flags(tmp_path, monkeypatch):
     ("", {"tls_cert": "cert.pem"}, "tls_cert and tls_key go together"),
     ("", {"tls_client_ca": "ca.pem"}, "needs tls_cert"),
     ("port = [\n", {}, "server.toml"),
+    ('backend = "gpu"\n', {}, "backend"),
 ])
 def test_invalid_settings_are_refused(tmp_path, content, flags, message):
     config = tmp_path / "server.toml"

@@ -8,12 +8,14 @@ how the CRF implements forbidden transitions.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from tagger.crf import CRF, SoftmaxDecoder
+from tagger.crf import CRF, FORBIDDEN, SoftmaxDecoder, best_viterbi, viterbi
 from tagger.schemes import allowed_transitions, labels_for
 
 SEEDS = range(8)
@@ -337,3 +339,21 @@ def test_softmax_decoder_gradients_flow_to_real_tokens_only():
     (-SoftmaxDecoder().log_likelihood(emissions, tags, mask).sum()).backward()
     assert torch.isfinite(emissions.grad).all()
     assert emissions.grad[~mask].eq(0).all() and emissions.grad[mask].abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_viterbi_gives_the_numpy_tags(seed, dtype):
+    if importlib.util.find_spec("numba") is None:
+        pytest.skip("numba (the fast extra) is not installed")
+    compiled = best_viterbi()
+    assert compiled is not viterbi, "numba is installed but the kernel did not compile"
+    rng = np.random.default_rng(seed)
+    for size, steps, labels in [(1, 1, 3), (1, 20, 49), (7, 9, 5), (32, 30, 13)]:
+        emissions = rng.standard_normal((size, steps, labels)).astype(dtype)
+        lengths = rng.integers(1, steps + 1, size)
+        lengths[rng.integers(size)] = steps
+        start, trans, end = (rng.standard_normal(shape).astype(dtype) for shape in [(labels,), (labels, labels), (labels,)])
+        trans[0, 1] = FORBIDDEN
+        np.testing.assert_array_equal(compiled(emissions, lengths, start, trans, end),
+                                      viterbi(emissions, lengths, start, trans, end))

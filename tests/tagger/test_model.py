@@ -14,7 +14,7 @@ from tagger.batching import Example, Featurizer, bucketed
 from tagger.config import ModelConfig, TaskConfig
 from tagger.crf import CRF, SoftmaxDecoder
 from tagger.model import SequenceTagger
-from tagger.runtime import OnnxEncoder
+from tagger.runtime import OnnxEncoder, onnx_available
 from tagger.readers import read_conllu
 from tagger.schemes import convert, labels_for
 from tagger.vocab import Vocab
@@ -115,6 +115,10 @@ def test_forward_shapes(featurizer, examples, char, cell, merge, layers):
     assert loss.shape == () and torch.isfinite(loss) and loss.item() > 0
 
 
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed")
+
+
+@needs_onnx
 @pytest.mark.parametrize("cell, merge, layers", list(itertools.product(["lstm", "gru", "rnn"], ["concat", "average"], [1, 2])))
 def test_the_onnx_encoder_gives_the_torch_emissions(featurizer, examples, cell, merge, layers):
     model = network(featurizer, seed=3, **{"encoder.cell": cell, "encoder.merge": merge, "encoder.layers": layers})
@@ -129,6 +133,7 @@ def test_the_onnx_encoder_gives_the_torch_emissions(featurizer, examples, cell, 
         torch.testing.assert_close(got[task][batch.mask], expected[task][batch.mask], atol=1e-5, rtol=1e-4)
 
 
+@needs_onnx
 def test_the_onnx_encoder_refuses_a_cell_it_cannot_express(featurizer):
     model = network(featurizer)
     model.encoder.rnn.mode = "RNN_RELU"

@@ -129,3 +129,35 @@ def test_one_tokenization_serves_several_calls(pos_tagger):
     mixed = pos_tagger.tag_documents([tokenized[0], texts[1], [["Pre", "tokenized"]]], scores=False)
     assert mixed[:2] == pos_tagger.tag_documents(texts[:2], scores=False)
     assert [t.text for t in mixed[2].sentences[0].tokens] == ["Pre", "tokenized"]
+
+
+def test_backends_auto_falls_back_to_torch_and_onnx_does_not(pos_tagger, monkeypatch):
+    import tagger.predict as predict_module
+
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        Tagger(pos_tagger.model, backend="gpu")
+
+    def broken(network):
+        raise RuntimeError("no ONNX Runtime for this CPU")
+
+    monkeypatch.setattr(predict_module, "onnx_available", lambda: True)
+    monkeypatch.setattr(predict_module, "OnnxEncoder", broken)
+    fallback = Tagger(pos_tagger.model, backend="auto")
+    assert fallback.backend == "torch"
+    assert fallback.tag("A small test.").to_dict() == pos_tagger.tag("A small test.").to_dict()
+    with pytest.raises(RuntimeError, match="no ONNX Runtime"):
+        Tagger(pos_tagger.model, backend="onnx")
+
+
+def test_tagging_pauses_the_garbage_collector_only_while_it_runs(pos_tagger):
+    import gc
+
+    assert gc.isenabled()
+    pos_tagger.tag("The collector comes back on.")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        pos_tagger.tag("A caller who turned it off keeps it off.")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
