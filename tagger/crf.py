@@ -103,15 +103,14 @@ class CRF(nn.Module):
     def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
         """Viterbi: the highest-scoring tag sequence of each row.
 
-        Runs off torch: compiled by Numba when it is installed (the ``fast`` extra), else in
-        NumPy, where the recursion is a loop over time steps of small (B, L, L) operations
-        and a NumPy call costs a fraction of a torch one. Same tags either way.
+        Runs in NumPy: the recursion is a loop over time steps of small (B, L, L) operations,
+        where a NumPy call costs a fraction of a torch one (most of single-sentence latency).
 
         Returns:
             (B, T) tag ids, 0 at padding.
         """
         start, trans, end = self._numpy_scores()
-        tags = best_viterbi()(emissions.detach().cpu().numpy(), mask.sum(1).cpu().numpy(), start, trans, end)
+        tags = viterbi(emissions.detach().cpu().numpy(), mask.sum(1).cpu().numpy(), start, trans, end)
         return torch.from_numpy(tags).to(emissions.device)
 
     @torch.no_grad()
@@ -138,94 +137,38 @@ class CRF(nn.Module):
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,
             end: np.ndarray) -> np.ndarray:
     """Best paths for (B, T, L) ``emissions`` with rows of ``lengths`` (each >= 1); (B, T)
-    int64 tag ids, 0 at padding. Rows past their end keep their score unchanged."""
+    int64 tag ids, 0 at padding.
+
+    The forward pass keeps only the best score of each tag at each step (one reduction over
+    (B, L, L) a step, not two); the way back recomputes, for the one tag chosen at each
+    step, which previous tag gave its score: the same sums, so the same first-maximum ties
+    as keeping back-pointers. 1.5x faster on full batches than keeping them.
+    """
     size, steps, _ = emissions.shape
-    score = start + emissions[:, 0]  # (B, L)
     incoming = np.ascontiguousarray(trans.T)  # [j, i]: reduce over the contiguous last axis
-    history = np.zeros((max(steps - 1, 0), size, emissions.shape[2]), dtype=np.int64)
+    history = np.empty((steps, size, emissions.shape[2]), dtype=emissions.dtype)
+    history[0] = score = start + emissions[:, 0]  # (B, L)
     ragged = bool((lengths < steps).any())  # no padding (one sentence, or equal lengths): no masking
     for t in range(1, steps):
-        candidates = score[:, None, :] + incoming  # (B, L, L_prev)
-        best = candidates.argmax(axis=2)  # (B, L)
-        history[t - 1] = best
-        step = candidates.max(axis=2) + emissions[:, t]
-        score = np.where((t < lengths)[:, None], step, score) if ragged else step
+        step = (score[:, None, :] + incoming).max(axis=2) + emissions[:, t]
+        # rows past their end keep their score
+        history[t] = score = np.where((t < lengths)[:, None], step, score) if ragged else step
+    tags = np.zeros((size, steps), dtype=np.int64)
+    if size == 1:  # scalars: half the NumPy calls of the batched way back
+        current = int((score[0] + end).argmax())
+        tags[0, lengths[0] - 1] = current
+        for t in range(int(lengths[0]) - 1, 0, -1):
+            current = int((history[t - 1, 0] + trans[:, current]).argmax())
+            tags[0, t - 1] = current
+        return tags
+    last = np.asarray(lengths) - 1
     current = (score + end).argmax(axis=1)  # (B,) tag at each row's last token
-    tags = np.zeros((size, steps), dtype=np.int64)
-    rows = np.arange(size)
+    tags[np.arange(size), last] = current
     for t in range(steps - 1, 0, -1):
-        if ragged:
-            real = t < lengths
-            tags[:, t] = np.where(real, current, 0)
-            current = np.where(real, history[t - 1][rows, current], current)
-        else:
-            tags[:, t] = current
-            current = history[t - 1][rows, current]
-    tags[:, 0] = current
+        real = t <= last  # rows whose tag at t is known
+        current = np.where(real, (history[t - 1] + trans[:, current].T).argmax(axis=1), current)
+        tags[real, t - 1] = current[real]
     return tags
-
-
-def _viterbi_loops(emissions, lengths, start, trans, end):  # pragma: no cover - run compiled
-    """:func:`viterbi` as plain loops, for Numba: the same sums and first-maximum ties, so the
-    same tags; about 8x faster (one sentence of 20 tokens and 49 tags: 50 us against 420)."""
-    size, steps, labels = emissions.shape
-    tags = np.zeros((size, steps), dtype=np.int64)
-    history = np.zeros((steps, labels), dtype=np.int64)
-    score = np.empty(labels, dtype=emissions.dtype)
-    step = np.empty(labels, dtype=emissions.dtype)
-    for row in range(size):
-        length = lengths[row]
-        if length <= 0:
-            continue
-        for j in range(labels):
-            score[j] = start[j] + emissions[row, 0, j]
-        for t in range(1, length):
-            for j in range(labels):
-                best, value = 0, score[0] + trans[0, j]
-                for i in range(1, labels):
-                    candidate = score[i] + trans[i, j]
-                    if candidate > value:
-                        best, value = i, candidate
-                step[j] = value + emissions[row, t, j]
-                history[t, j] = best
-            score[:] = step
-        current, value = 0, score[0] + end[0]
-        for j in range(1, labels):
-            if score[j] + end[j] > value:
-                current, value = j, score[j] + end[j]
-        tags[row, length - 1] = current
-        for t in range(length - 1, 0, -1):
-            current = history[t, current]
-            tags[row, t - 1] = current
-    return tags
-
-
-_best: list = []
-
-
-def best_viterbi():
-    """The fastest Viterbi here: :func:`_viterbi_loops` compiled by Numba (``nogil``, so
-    server threads decode in parallel; compiled once per process, cached on disk where Numba
-    can write), else :func:`viterbi`."""
-    if not _best:
-        _best.append(_compiled() or viterbi)
-    return _best[0]
-
-
-def _compiled():
-    try:
-        import numba
-    except ImportError:
-        return None
-    for cache in (True, False):  # no writable cache directory: compile in memory
-        try:
-            kernel = numba.njit(cache=cache, nogil=True)(_viterbi_loops)
-            one = np.zeros((1, 2, 2), dtype=np.float32)
-            kernel(one, np.array([2]), one[0, 0], one[0], one[0, 0])  # compiles now, for float32
-            return kernel
-        except Exception:  # cannot compile here: NumPy gives the same tags
-            continue
-    return None
 
 
 class SoftmaxDecoder(nn.Module):

@@ -21,7 +21,6 @@ import torch
 
 from tagger.artifact import Model, load_model
 from tagger.batching import Example, bucketed
-from tagger.crf import best_viterbi
 from tagger.runtime import OnnxEncoder, onnx_available
 from tagger.schemes import entity_types, labels_for, spans
 from tagger.tokenize import Tokenizer
@@ -161,7 +160,6 @@ class Tagger:
                     raise
                 log.warning(f"onnx backend unavailable ({error}); using torch")
         self.backend = "onnx" if self._encoder is not None else "torch"
-        best_viterbi()  # compiles it now (once per process) rather than on the first request
 
     @classmethod
     def load(cls, path: str | Path, backend: Backend = "torch") -> "Tagger":

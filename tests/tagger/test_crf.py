@@ -8,14 +8,12 @@ how the CRF implements forbidden transitions.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 
-import numpy as np
 import pytest
 import torch
 
-from tagger.crf import CRF, FORBIDDEN, SoftmaxDecoder, best_viterbi, viterbi
+from tagger.crf import CRF, SoftmaxDecoder
 from tagger.schemes import allowed_transitions, labels_for
 
 SEEDS = range(8)
@@ -342,18 +340,15 @@ def test_softmax_decoder_gradients_flow_to_real_tokens_only():
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_compiled_viterbi_gives_the_numpy_tags(seed, dtype):
-    if importlib.util.find_spec("numba") is None:
-        pytest.skip("numba (the fast extra) is not installed")
-    compiled = best_viterbi()
-    assert compiled is not viterbi, "numba is installed but the kernel did not compile"
-    rng = np.random.default_rng(seed)
-    for size, steps, labels in [(1, 1, 3), (1, 20, 49), (7, 9, 5), (32, 30, 13)]:
-        emissions = rng.standard_normal((size, steps, labels)).astype(dtype)
-        lengths = rng.integers(1, steps + 1, size)
-        lengths[rng.integers(size)] = steps
-        start, trans, end = (rng.standard_normal(shape).astype(dtype) for shape in [(labels,), (labels, labels), (labels,)])
-        trans[0, 1] = FORBIDDEN
-        np.testing.assert_array_equal(compiled(emissions, lengths, start, trans, end),
-                                      viterbi(emissions, lengths, start, trans, end))
+def test_padded_rows_decode_as_if_cut_to_their_length(seed):
+    """Rows shorter than the batch (one alone, or several) decode to their unpadded best path."""
+    crf = make_crf(seed, 4)
+    for lengths in ([3], [2, 4], [1, 3, 2]):
+        emissions, mask, _ = make_batch(seed, 4, lengths)
+        padded = torch.cat([emissions, torch.randn(len(lengths), 2, 4, dtype=emissions.dtype) * 5], dim=1)
+        padded_mask = torch.cat([mask, torch.zeros(len(lengths), 2, dtype=torch.bool)], dim=1)
+        tags = crf.decode(padded, padded_mask)
+        for row, length in enumerate(lengths):
+            alone = crf.decode(emissions[row : row + 1, :length], mask[row : row + 1, :length])
+            assert tags[row, :length].tolist() == alone[0].tolist()
+            assert tags[row, length:].eq(0).all()
