@@ -41,7 +41,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(models: Path, store: str, backend: str = "auto") -> tuple[subprocess.Popen, str]:
+def start_server(models: Path, store: str, backend: str = "torch") -> tuple[subprocess.Popen, str]:
     """`tagger serve` on a free loopback port with its own store; returns once it is SERVING."""
     from server.client import TaggerClient
 
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+    parser.add_argument("--backend", default="torch", choices=["auto", "torch", "onnx"],
                         help="the server's encoder backend, and the in-process baseline's")
     args = parser.parse_args()
 

@@ -175,8 +175,8 @@ def tag(
     engine: Annotated[str, typer.Option("--engine", help="local, or ray: many files (a file, directory or glob as --input) "
                                         "tagged on Ray into JSONL shards in the directory --output")] = "local",
     num_actors: Annotated[int, typer.Option("--num-actors", help="Ray actors, each holding one copy of the model")] = 2,
-    backend: Annotated[str, typer.Option("--backend", help="encoder runtime: auto (onnx if installed), onnx or torch; "
-                                         "same labels")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help="encoder runtime: torch, onnx (ONNX Runtime: faster on "
+                                         "small batches, more memory) or auto (onnx if installed); same labels")] = "torch",
 ) -> None:
     """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
     from tagger.predict import BACKENDS

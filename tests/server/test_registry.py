@@ -57,3 +57,4 @@ def test_the_backend_setting_reaches_every_model_and_keeps_its_labels(models_dir
         assert onnx_registry.get(name).tagger.backend == "onnx"
         assert labels(onnx_registry.get(name)) == labels(torch_registry.get(name))
     assert load_entry("pos", models_dir / "pos", backend="auto").tagger.backend == "onnx"  # the dev extra has it
+    assert load_entry("pos", models_dir / "pos").tagger.backend == "torch"  # the default

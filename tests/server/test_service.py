@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.client import TaggerClient, make_request
 from tagger import Tagger
+from tagger.runtime import onnx_available
 from tagger_proto.v1 import tagger_pb2 as pb
 
 from .conftest import running_server
@@ -122,6 +123,23 @@ def test_message_size_limit(loop_thread, models_dir):
             with pytest.raises(grpc.RpcError) as error:
                 client.tag("word " * 20_000)
             assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed")
+def test_a_server_on_the_onnx_backend_answers_like_the_torch_one(loop_thread, models_dir, client):
+    with running_server(loop_thread, models_dir, backend="onnx") as running:
+        with TaggerClient(f"127.0.0.1:{running.port}") as onnx_client:
+            got, expected = onnx_client.tag(TEXT), client.tag(TEXT)
+            stream = list(onnx_client.tag_stream(make_request(text=t, request_id=str(i))
+                                                 for i, t in enumerate([TEXT, "Apple hired Tim Cook."] * 20)))
+
+    def labels(response):
+        return [[(t.text, t.start, t.end, dict(t.labels)) for t in s.tokens] for s in response.sentences]
+
+    assert labels(got) == labels(expected) and [(e.label, e.text) for s in got.sentences for e in s.entities] == \
+        [(e.label, e.text) for s in expected.sentences for e in s.entities]
+    assert [r.id for r in stream] == [str(i) for i in range(40)]
+    assert_round_trip(got, TEXT)
 
 
 def test_health_and_reflection(client, server):
