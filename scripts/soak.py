@@ -1,7 +1,7 @@
 """Soak test on loopback: 64 clients mixing Tag, TagStream and ListModels against one `tagger serve`.
 
 Usage: python scripts/soak.py [--minutes 10] [--clients 64] [--max-requests 5000000]
-                              [--stream-documents 0] [--json FILE]
+                              [--stream-documents 0] [--json FILE] [--backend torch|onnx|auto]
 
 Bounded in time and in request count. Prints, per minute, the requests, unexpected errors, p50
 and p99 latency per method and the server's resident memory; at the end, RSS against its
@@ -120,13 +120,14 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=5_000_000)
     parser.add_argument("--stream-documents", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto"], help="the server's encoder backend")
     args = parser.parse_args()
 
     from tagger.readers import read_conllu
 
     texts = [s.text for s in read_conllu(EWT_TEST, None) if s.text]
     store = tempfile.mkdtemp(prefix="soak-")
-    server, address = start_server(args.models, store)
+    server, address = start_server(args.models, store, args.backend)
     try:
         result = asyncio.run(soak(address, server.pid, texts, args.minutes, args.clients, args.max_requests))
         if args.stream_documents:
