@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -28,7 +28,7 @@ from tagger.tokenize import Tokenizer
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_TOKENS = 4096
 Backend = Literal["torch", "onnx", "auto"]
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "auto")
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 @dataclass(frozen=True)
