@@ -4,7 +4,9 @@ Usage: python scripts/build_models.py [NAME ...]   (default: en-pos en-ner en-jo
 
 Each model trains into runs/NAME (an interrupted build resumes from its checkpoint), is
 scored on the test set, timed, stored in fp16 in models/NAME if that costs no accuracy,
-and gets a model card. The recipes are configs/NAME.toml.
+and gets a model card. The recipes are configs/NAME.toml. A name in ENSEMBLES is an
+ensemble: its members train one after another into runs/NAME-member-K, and the model
+averages their scores (tagger/ensemble.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ RECIPES = {
     "en-ner": {"ner": (UNER, None)},
     "en-joint": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos"), "ner": (UNER, None)},
 }
-MINUTES = {"en-pos": 20, "en-ner": 13, "en-joint": 11}  # measured on the 2-core machine (one thread)
+# name -> its members, (recipe, --set overrides): the model is an ensemble that averages their
+# scores (tagger/ensemble.py); each member trains into runs/NAME-member-K.
+ENSEMBLES = {"en-ner": [("en-ner", {}), ("en-ner", {"train.seed": 2}), ("en-ner", {"train.seed": 3})]}
+MINUTES = {"en-pos": 20, "en-ner": 90, "en-joint": 11}  # measured on the 2-core machine
 
 
 def load_split(name: str, split: str):
@@ -63,60 +68,88 @@ def speed(model_dir: Path) -> dict[str, float]:
     return {"tokens_per_second": round(tokens / statistics.median(times)), "tokens": tokens}
 
 
+def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: bool):
+    """Train ``configs/RECIPE.toml`` (with dotted ``overrides``) into ``work``; an interrupted
+    run resumes from its checkpoint, a finished one is reused with ``reuse``."""
+    from tagger.artifact import load_model
+    from tagger.config import TaskConfig, load_config
+    from tagger.train import TrainResult, train
+
+    config = load_config(ROOT / "configs" / f"{recipe}.toml", overrides)
+    if not config.model.tasks:
+        config.model.tasks = [TaskConfig(name=t, kind="span" if c is None else "tag", column=c)
+                              for t, (_, c) in RECIPES[recipe].items()]
+    finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
+    if reuse and finished:
+        return TrainResult(load_model(work), json.loads((work / "metrics.json").read_text()))
+    if not (work / "checkpoint").exists():
+        shutil.rmtree(work, ignore_errors=True)  # a fresh, seeded run; an interrupted one resumes
+    return train(config, splits["train"].examples, splits["dev"].examples, work, resume=True)
+
+
 def build(name: str, reuse: bool = False) -> dict:
     from tagger.artifact import load_model, save_model
     from tagger.card import write_card
-    from tagger.config import load_config
-    import torch
+    from tagger.ensemble import Ensemble, save_ensemble
+    from tagger.train import evaluate_model
 
-    from tagger.train import evaluate_model, train
-
-    config = load_config(ROOT / "configs" / f"{name}.toml")
-    if not config.model.tasks:
-        from tagger.config import TaskConfig
-
-        config.model.tasks = [TaskConfig(name=t, kind="span" if c is None else "tag", column=c)
-                              for t, (_, c) in RECIPES[name].items()]
     splits = {split: load_split(name, split) for split in ("train", "dev", "test")}
-    work = ROOT / "runs" / name
     print(f"{name}: {len(splits['train'].examples)} training sentences, {splits['train'].aligned} aligned "
           f"across {len(RECIPES[name])} tasks; about {MINUTES[name]} min", file=sys.stderr)
-    finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
-    if reuse and finished:
-        from tagger.train import TrainResult
-
-        result = TrainResult(load_model(work), json.loads((work / "metrics.json").read_text()))
-    else:
-        if not (work / "checkpoint").exists():
-            shutil.rmtree(work, ignore_errors=True)  # a fresh, seeded run; an interrupted one resumes
-        result = train(config, splits["train"].examples, splits["dev"].examples, work, resume=True)
-    metrics = dict(result.metrics)
-    metrics["test"] = evaluate_model(result.model, splits["test"].examples)
-    metrics["alignment"] = {split: {"aligned": a.aligned, "token_mismatch": a.token_mismatch, "unmatched": a.unmatched}
-                            for split, a in splits.items()}
-
     target = ROOT / "models" / name
     staging = target.with_name(f".{name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
-    save_model(result.model, staging, half=True)
+    if name in ENSEMBLES:
+        results = []
+        for k, (recipe, overrides) in enumerate(ENSEMBLES[name], 1):
+            member_splits = splits if recipe == name else {s: load_split(recipe, s) for s in ("train", "dev")}
+            print(f"{name}: member {k} of {len(ENSEMBLES[name])} ({recipe} {overrides or ''})", file=sys.stderr)
+            results.append(train_run(recipe, overrides, ROOT / "runs" / f"{name}-member-{k}", member_splits, reuse))
+        tasks = list(RECIPES[name])
+        full = Ensemble([r.model for r in results], tasks)
+        metrics = {"dev": evaluate_model(full, splits["dev"].examples),
+                   "test": evaluate_model(full, splits["test"].examples),
+                   "train_sentences": len(splits["train"].examples),
+                   "train_seconds": sum(r.metrics.get("train_seconds", 0) for r in results)}
+        save = lambda half: save_ensemble([r.model for r in results], staging, tasks, half,  # noqa: E731
+                                          [r.metrics for r in results])
+        curve = None
+    else:
+        result = train_run(name, {}, ROOT / "runs" / name, splits, reuse)
+        metrics = dict(result.metrics)
+        metrics["test"] = evaluate_model(result.model, splits["test"].examples)
+        save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
+        curve = ROOT / "runs" / name / "training-curve.png"
+    metrics["alignment"] = {split: {"aligned": a.aligned, "token_mismatch": a.token_mismatch, "unmatched": a.unmatched}
+                            for split, a in splits.items()}
+    save(True)
     half_test = evaluate_model(load_model(staging), splits["test"].examples)
     same = all(abs(_main(half_test[t]) - _main(metrics["test"][t])) < 5e-4 for t in metrics["test"])
     if not same:
-        save_model(result.model, staging, half=False)
+        save(False)
         half_test = metrics["test"]
     metrics.update(test=half_test, half=same)
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
     metrics["speed"] = speed(staging)
     metrics["speed"] = (f"{metrics['speed']['tokens_per_second']:,} tokens/s on raw EWT test text, tokenization "
-                        f"included ({torch.get_num_threads()} torch thread(s), {os.cpu_count()}-core machine)")
+                        f"included ({torch_threads()} torch thread(s), {os.cpu_count()}-core machine)")
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    shutil.copy(work / "training-curve.png", staging / "training-curve.png")
+    if curve is not None:
+        shutil.copy(curve, staging / "training-curve.png")
     data = {"train/dev/test": ", ".join(sorted({Path(p).parent.name for p, _ in RECIPES[name].values()})),
-            "licence": LICENCE, "recipe": f"configs/{name}.toml", "rebuild": f"make models (scripts/build_models.py {name})"}
+            "licence": LICENCE, "recipe": f"configs/{name}.toml" + (" (members: scripts/build_models.py ENSEMBLES)"
+                                                                    if name in ENSEMBLES else ""),
+            "rebuild": f"make models (scripts/build_models.py {name})"}
     write_card(staging, name, data)
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)
     return metrics
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _main(report: dict) -> float:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tagger import ArtifactError, Tagger
+from tagger import ArtifactError, Tagger, is_model_directory, weight_files
 
 if TYPE_CHECKING:
     from server.store import ModelStore
@@ -47,9 +47,10 @@ def model_version(directory: Path) -> str:
     if version:
         return str(version)
     digest = hashlib.sha256()
-    with open(directory / "weights.safetensors", "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for path in weight_files(directory):  # one file, or one per ensemble member
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:12]
 
 
@@ -71,10 +72,10 @@ def load_entry(name: str, directory: Path, version: str | None = None, backend: 
 
 
 def discover(models_dir: Path) -> list[Path]:
-    """Model directories directly under ``models_dir`` (those holding a ``config.json``)."""
+    """Model directories directly under ``models_dir`` (a ``config.json`` or an ``ensemble.json``)."""
     if not models_dir.is_dir():
         raise ArtifactError(f"{models_dir}: no such models directory")
-    return sorted(p for p in models_dir.iterdir() if (p / "config.json").is_file())
+    return sorted(p for p in models_dir.iterdir() if is_model_directory(p))
 
 
 class ModelRegistry:

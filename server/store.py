@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tagger import is_model_directory
 from tagger.writers import atomic_write_text
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -49,8 +50,7 @@ class ModelStore:
         directory = self.root / check_name(name)
         if not directory.is_dir():
             return []
-        found = [p.name for p in directory.iterdir() if p.is_dir() and p.name.isdigit()
-                 and (p / "weights.safetensors").is_file()]
+        found = [p.name for p in directory.iterdir() if p.is_dir() and p.name.isdigit() and is_model_directory(p)]
         return sorted(found, key=int)
 
     def path(self, name: str, version: str) -> Path:
@@ -80,6 +80,8 @@ class ModelStore:
             for item in Path(source).iterdir():
                 if item.is_file():
                     shutil.copy2(item, temp / item.name)
+                elif item.is_dir() and not item.name.startswith("."):  # an ensemble's members
+                    shutil.copytree(item, temp / item.name)
             existing = [int(p.name) for p in directory.iterdir() if p.name.isdigit()]
             version = str(max(existing, default=0) + 1)
             temp.rename(directory / version)
@@ -101,7 +103,7 @@ class ModelStore:
         if not bundled.is_dir():
             return
         for source in sorted(bundled.iterdir()):
-            if (source / "config.json").is_file() and NAME.match(source.name) and not self.versions(source.name):
+            if is_model_directory(source) and NAME.match(source.name) and not self.versions(source.name):
                 self.set_active(source.name, self.add(source.name, source))
 
     def clean(self) -> None:

@@ -16,7 +16,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ArtifactError": "tagger.artifact",
+    **{name: "tagger.artifact" for name in ("ArtifactError", "is_model_directory", "weight_files")},
     "CorpusError": "tagger.corpus",
     "Sentence": "tagger.corpus",
     **{name: "tagger.predict" for name in ("Document", "Entity", "Label", "TaggedSentence", "Tagger", "Token",

@@ -25,6 +25,7 @@ from tagger.vocab import Vocab
 from tagger.writers import atomic_write_bytes, atomic_write_text
 
 CONFIG, VOCAB, LABELS, WEIGHTS, METRICS = "config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json"
+ENSEMBLE = "ensemble.json"  # an ensemble's directory: see tagger.ensemble
 
 
 class ArtifactError(ValueError):
@@ -43,6 +44,16 @@ class Model:
     def tasks(self) -> list[str]:
         return [t.name for t in self.config.model.tasks]
 
+    @property
+    def members(self) -> list["Model"]:
+        """The models whose emissions are averaged: this one (see :mod:`tagger.ensemble`)."""
+        return [self]
+
+    def decode(self, emissions: dict[str, torch.Tensor], mask: torch.Tensor, scores: bool = True
+               ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Best tags per task (and their marginals), from the tasks' emissions."""
+        return self.network.decode(emissions, mask, scores)
+
 
 def build_model(config: TaggerConfig, words: Vocab, chars: Vocab, labels: dict[str, Vocab]) -> Model:
     """Construct an (untrained) model; constraints come from each span task's label list."""
@@ -60,6 +71,8 @@ def build_model(config: TaggerConfig, words: Vocab, chars: Vocab, labels: dict[s
 
 def save_model(model: Model, directory: str | Path, half: bool = False, metrics: dict[str, Any] | None = None) -> None:
     """Write the model directory (each file atomically); fp16 weights when ``half``."""
+    if len(model.members) > 1:
+        raise TypeError("an ensemble is saved with tagger.ensemble.save_ensemble")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()
@@ -74,7 +87,8 @@ def save_model(model: Model, directory: str | Path, half: bool = False, metrics:
 
 
 def load_model(directory: str | Path) -> Model:
-    """Rebuild a model from its directory, refusing anything that does not fit exactly.
+    """Rebuild a model (or an ensemble, :mod:`tagger.ensemble`) from its directory, refusing
+    anything that does not fit exactly.
 
     Raises:
         ArtifactError: a missing file, invalid JSON or config, a corrupt or truncated
@@ -83,6 +97,10 @@ def load_model(directory: str | Path) -> Model:
     directory = Path(directory)
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: not a model directory")
+    if (directory / ENSEMBLE).exists():
+        from tagger.ensemble import load_ensemble
+
+        return load_ensemble(directory)
     config_json = _read_json(directory / CONFIG)
     try:
         config = TaggerConfig.model_validate(config_json)
@@ -119,6 +137,28 @@ def load_model(directory: str | Path) -> Model:
     model.network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     model.network.eval()
     return model
+
+
+def is_model_directory(directory: str | Path) -> bool:
+    """Whether ``directory`` looks like a model (``config.json``) or an ensemble (``ensemble.json``)."""
+    directory = Path(directory)
+    return (directory / CONFIG).is_file() or (directory / ENSEMBLE).is_file()
+
+
+def weight_files(directory: str | Path) -> list[Path]:
+    """The weights files a model directory loads, in order (one per ensemble member).
+
+    Raises:
+        ArtifactError: an unreadable ``ensemble.json``.
+    """
+    directory = Path(directory)
+    if not (directory / ENSEMBLE).exists():
+        return [directory / WEIGHTS]
+    spec = _read_json(directory / ENSEMBLE)
+    members = spec.get("members") if isinstance(spec, dict) else None
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise ArtifactError(f"{directory / ENSEMBLE}: no list of members")
+    return [directory / m / WEIGHTS for m in members]
 
 
 def _read_json(path: Path) -> Any:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tagger.artifact import CONFIG, LABELS, METRICS, WEIGHTS
+from tagger.artifact import CONFIG, ENSEMBLE, LABELS, METRICS, WEIGHTS
 from tagger.writers import atomic_write_text
 
 CARD = "README.md"
@@ -21,6 +21,8 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
             ``{"train": "...", "licence": "CC BY-SA 4.0"}``.
     """
     directory = Path(directory)
+    if (directory / ENSEMBLE).is_file():
+        return _ensemble_card(directory, name, data)
     config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
     metrics = json.loads((directory / METRICS).read_text(encoding="utf-8"))
     labels = json.loads((directory / LABELS).read_text(encoding="utf-8"))
@@ -51,6 +53,62 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     if metrics.get("speed"):
         lines.append(f"- tagging speed: {metrics['speed']}")
     return "\n".join(lines) + "\n"
+
+
+def _ensemble_card(directory: Path, name: str | None, data: dict[str, str] | None) -> str:
+    """The card of an ensemble: its members' settings and scores, then the ensemble's scores."""
+    spec = json.loads((directory / ENSEMBLE).read_text(encoding="utf-8"))
+    metrics = json.loads((directory / METRICS).read_text(encoding="utf-8"))
+    members = [(m, json.loads((directory / m / CONFIG).read_text(encoding="utf-8"))) for m in spec["members"]]
+    member_metrics = [_read_optional(directory / m / METRICS) for m in spec["members"]]
+    labels = json.loads((directory / spec["members"][0] / LABELS).read_text(encoding="utf-8"))
+    size_mb = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / 1e6
+    first = members[0][1]
+    lines = [f"# {name or directory.name}", "",
+             f"Ensemble of {len(members)} BiLSTM-CRF taggers: each member embeds and encodes the sentence on "
+             "its own, their emission scores are averaged, and one CRF with the members' average transition "
+             "scores decodes the average (`tagger ensemble`, `tagger/ensemble.py`).", ""]
+    lines += ["| task | kind | decoder | labels |", "|---|---|---|---|"]
+    for task in first["model"]["tasks"]:
+        lines.append(f"| {task['name']} | {task['kind']} | {task['decoder']} | {len(labels[task['name']])} |")
+    lines += ["", "## Data", ""]
+    for key, value in (data or {}).items():
+        lines.append(f"- {key}: {value}")
+    lines += ["", "## Members", "", "| member | differs from member 1 | seed | dev | best epoch | training min |",
+              "|---|---|---:|---:|---:|---:|"]
+    base = _flatten({k: v for k, v in first.items() if k != "data"})
+    for (member, config), extra in zip(members, member_metrics):
+        flat = _flatten({k: v for k, v in config.items() if k != "data"})
+        differs = ", ".join(f"{k}={v}" for k, v in flat.items() if base.get(k) != v and k != "train.seed"
+                            and not k.startswith("model.tasks")) or "-"
+        dev = ", ".join(f"{t} {100 * _main(r):.2f}" for t, r in (extra.get("dev") or {}).items()
+                        if t in spec["tasks"]) or "-"
+        lines.append(f"| {member} | {differs} | {config['train']['seed']} | {dev} | {extra.get('best_epoch', '-')} | "
+                     f"{extra.get('train_seconds', 0) / 60:.1f} |")
+    lines += ["", "## Hyperparameters (member 1)", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in first["model"].items() if k != 'tasks'},
+                                                       "train": first["train"]}).items()]
+    lines += ["", "## Scores", ""]
+    for split in ("dev", "test"):
+        for task, report in (metrics.get(split) or {}).items():
+            lines += _report(split, task, report)
+    minutes = sum(m.get("train_seconds", 0) for m in member_metrics) / 60
+    lines += ["", "## Training", "", f"- {minutes:.1f} min of training on this machine, all members together",
+              f"- directory size {size_mb:.1f} MB ({WEIGHTS} {'fp16' if metrics.get('half') else 'fp32'})"]
+    if metrics.get("speed"):
+        lines.append(f"- tagging speed: {metrics['speed']}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_optional(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _main(report: dict[str, Any]) -> float:
+    return report["f1"] if "f1" in report else report["accuracy"]
 
 
 def write_card(directory: str | Path, name: str | None = None, data: dict[str, str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``tagger train``, ``tagger evaluate``, ``tagger tag``.
+"""Command line: ``tagger train``, ``tagger evaluate``, ``tagger ensemble``, ``tagger tag``.
 
 A thin layer: it parses options, calls library functions, prints, and turns the
 library's errors into one ``error: ...`` line and exit status 2.
@@ -134,6 +134,32 @@ def evaluate(
         typer.echo(json.dumps(report))
         return
     typer.echo(_report_table(report, tasks[name]))
+
+
+@app.command()
+def ensemble(
+    members: Annotated[list[Path], typer.Argument(help="model directories to combine (two or more)")],
+    output: Annotated[Path, typer.Option("--output", help="the ensemble's directory (replaced whole if it exists)")],
+    task: Annotated[Optional[list[str]], typer.Option("--task", help="tasks to keep (default: the first model's); "
+                                                      "e.g. the ner head of a joint model")] = None,
+    full: Annotated[bool, typer.Option("--fp32", help="keep fp32 weights (default fp16)")] = False,
+) -> None:
+    """Combine trained models into one that averages their scores (same labels per task)."""
+    from tagger.artifact import ArtifactError, load_model
+    from tagger.ensemble import save_ensemble
+
+    try:
+        if len(members) < 2:
+            raise UserError("an ensemble needs two or more models")
+        if output.resolve() in {m.resolve() for m in members}:
+            raise UserError(f"--output {output} is one of the members")
+        loaded = [load_model(m) for m in members]
+        if any(len(m.members) > 1 for m in loaded):
+            raise UserError("an ensemble cannot be a member of another; list its members instead")
+        save_ensemble(loaded, output, task or None, half=not full)
+    except (ArtifactError, UserError, ValueError, OSError) as error:
+        _fail(error)
+    typer.echo(f"wrote {output}: {len(members)} members", err=True)
 
 
 def _pick_task(tasks: dict[str, str], data: str, fmt: CorpusFormat) -> str:

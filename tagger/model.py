@@ -160,19 +160,25 @@ class SequenceTagger(nn.Module):
             total = total + nll.sum() / max(int(mask.size(0)), 1)
         return total
 
-    @torch.no_grad()
     def decode(self, emissions: Mapping[str, Tensor], mask: Tensor, scores: bool = True
                ) -> dict[str, tuple[Tensor, Tensor | None]]:
-        """Best tags per task and, if ``scores``, the marginal of each chosen tag.
+        """Best tags per task and, if ``scores``, the marginal of each chosen tag."""
+        return decode_tasks(self.decoders, emissions, mask, scores)
 
-        Returns:
-            task -> ((B, T) tag ids, (B, T) probabilities or None).
-        """
-        result: dict[str, tuple[Tensor, Tensor | None]] = {}
-        for task, decoder in self.decoders.items():
-            tags = decoder.decode(emissions[task], mask)
-            probs = None
-            if scores:
-                probs = decoder.marginals(emissions[task], mask).gather(2, tags.unsqueeze(2)).squeeze(2)
-            result[task] = (tags, probs)
-        return result
+
+@torch.no_grad()
+def decode_tasks(decoders: Mapping[str, nn.Module], emissions: Mapping[str, Tensor], mask: Tensor,
+                 scores: bool = True) -> dict[str, tuple[Tensor, Tensor | None]]:
+    """Decode each task's emissions with its decoder (CRF or softmax).
+
+    Returns:
+        task -> ((B, T) tag ids, (B, T) probabilities of the chosen tags, or None).
+    """
+    result: dict[str, tuple[Tensor, Tensor | None]] = {}
+    for task, decoder in decoders.items():
+        tags = decoder.decode(emissions[task], mask)
+        probs = None
+        if scores:
+            probs = decoder.marginals(emissions[task], mask).gather(2, tags.unsqueeze(2)).squeeze(2)
+        result[task] = (tags, probs)
+    return result

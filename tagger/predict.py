@@ -38,21 +38,26 @@ class TaskPrediction:
 
 
 def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = True, batch_size: int = 256,
-            max_tokens: int = DEFAULT_BATCH_TOKENS, encoder: OnnxEncoder | None = None
+            max_tokens: int = DEFAULT_BATCH_TOKENS, encoder: OnnxEncoder | Sequence[OnnxEncoder] | None = None
             ) -> list[dict[str, TaskPrediction]]:
     """Tag tokenized sentences, in batches of similar length; results in input order.
 
     Args:
-        encoder: run the BiLSTM and output layers in ONNX Runtime instead of torch.
+        model: a model or an ensemble (whose members' emissions are averaged).
+        encoder: run the BiLSTM and output layers in ONNX Runtime instead of torch (one
+            encoder per member of an ensemble).
 
     Returns:
         One dict per sentence: task -> labels (and scores).
     """
     results: list[dict[str, TaskPrediction]] = [{} for _ in sentences]
     lengths = [len(s) for s in sentences]
-    network, featurizer = model.network, model.featurizer
-    was_training = network.training
-    if was_training:  # walking every module costs more than tagging a short sentence
+    members, tasks = model.members, model.tasks
+    encoders = list(encoder) if isinstance(encoder, Sequence) else [encoder] * len(members)
+    if len(encoders) != len(members):
+        raise ValueError(f"{len(encoders)} onnx encoders for {len(members)} ensemble members")
+    training = [m.network for m in members if m.network.training]
+    for network in training:  # walking every module costs more than tagging a short sentence
         network.eval()
     try:
         with torch.inference_mode():
@@ -60,16 +65,13 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
                 nonempty = [i for i in indices if lengths[i]]
                 for i in indices:
                     if not lengths[i]:
-                        results[i] = {t: TaskPrediction([], [] if scores else None) for t in model.tasks}
+                        results[i] = {t: TaskPrediction([], [] if scores else None) for t in tasks}
                 if not nonempty:
                     continue
-                batch = featurizer.batch([Example(tuple(sentences[i])) for i in nonempty], with_labels=False)
-                if encoder is None:
-                    emissions = network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)
-                else:
-                    features = network.features(batch.words, batch.chars, batch.char_index, batch.casing)
-                    emissions = encoder(features, batch.mask.sum(1))
-                decoded = network.decode(emissions, batch.mask, scores=scores)
+                examples = [Example(tuple(sentences[i])) for i in nonempty]
+                emissions, mask = _emissions(members, encoders, examples, tasks)
+                decoded = model.decode(emissions, mask, scores=scores)
+                featurizer = model.featurizer
                 for task, (tags, probs) in decoded.items():
                     vocab = featurizer.labels[task]
                     tag_rows = tags.tolist()
@@ -79,9 +81,31 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
                         labels = featurizer.decode_labels(task, [vocab.items[t] for t in tag_rows[row][:n]])
                         results[i][task] = TaskPrediction(labels, prob_rows[row][:n] if prob_rows else None)
     finally:
-        if was_training:
+        for network in training:
             network.train()
     return results
+
+
+def _emissions(members: Sequence[Model], encoders: Sequence[OnnxEncoder | None], examples: Sequence[Example],
+               tasks: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each task's emissions for a batch, averaged over the members; and the batch's mask."""
+    total: dict[str, torch.Tensor] = {}
+    mask = None
+    for member, encoder in zip(members, encoders):
+        network = member.network
+        batch = member.featurizer.batch(examples, with_labels=False)
+        if encoder is None:
+            emissions = network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)
+        else:
+            features = network.features(batch.words, batch.chars, batch.char_index, batch.casing)
+            emissions = encoder(features, batch.mask.sum(1))
+        for task in tasks:
+            total[task] = emissions[task] if task not in total else total[task] + emissions[task]
+        mask = batch.mask
+    if len(members) > 1:
+        total = {task: scores / len(members) for task, scores in total.items()}
+    assert mask is not None
+    return total, mask
 
 
 @dataclass(frozen=True)
@@ -151,10 +175,10 @@ class Tagger:
         self.path = str(path) if path else None
         self.tokenizer = Tokenizer(model.config.lang)
         self._kinds = {t.name: t.kind for t in model.config.model.tasks}
-        self._encoder: OnnxEncoder | None = None
+        self._encoder: list[OnnxEncoder] | None = None
         if backend == "onnx" or backend == "auto" and onnx_available():
             try:
-                self._encoder = OnnxEncoder(model.network)
+                self._encoder = [OnnxEncoder(member.network) for member in model.members]
             except Exception as error:  # auto: an ONNX Runtime that cannot run here is not fatal
                 if backend == "onnx":
                     raise

@@ -160,6 +160,8 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     seed_everything(tc.seed)
     if tc.max_sentences:
         train_data = train_data[: tc.max_sentences]
+    if base is not None and len(base.members) > 1:
+        raise ValueError("cannot train from an ensemble; start from one of its members (a member-N subdirectory)")
     if base is not None:
         config = config.model_copy(update={"model": base.config.model.model_copy(deep=True)})
         _check_labels(base, train_data)

@@ -68,13 +68,14 @@ def uner_sentences(data_dir):
     return {split: load_corpus(UNER / f"en_ewt-ud-{split}.iob2").sentences for split in ("train", "dev")}
 
 
-def _train_tiny(directory: Path, task: TaskConfig, train, dev, epochs: int) -> Path:
+def _train_tiny(directory: Path, task: TaskConfig, train, dev, epochs: int, seed: int = 1) -> Path:
     from tagger.train import train as run
 
     config = TaggerConfig()
     config.model.tasks = [task]
     config.model.word_dim, config.model.char.hidden, config.model.encoder.hidden = 32, 16, 32
     config.train.epochs, config.train.batch_size, config.train.lr = epochs, 16, 0.01
+    config.train.seed = seed
     run(config, [Example(s.tokens, {task.name: s.labels}) for s in train],
         [Example(s.tokens, {task.name: s.labels}) for s in dev], directory, progress=False)
     return directory
@@ -92,3 +93,10 @@ def tiny_ner_model(tmp_path_factory, uner_sentences) -> Path:
     """An NER model (PER/LOC/ORG) trained for 3 epochs on 600 Universal NER sentences."""
     return _train_tiny(tmp_path_factory.mktemp("models") / "ner", TaskConfig(name="ner", kind="span"),
                        uner_sentences["train"][:600], uner_sentences["dev"][:100], epochs=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_ner_model_seed2(tmp_path_factory, uner_sentences) -> Path:
+    """``tiny_ner_model``'s recipe with another seed: a second member for ensembles."""
+    return _train_tiny(tmp_path_factory.mktemp("models") / "ner2", TaskConfig(name="ner", kind="span"),
+                       uner_sentences["train"][:600], uner_sentences["dev"][:100], epochs=3, seed=2)

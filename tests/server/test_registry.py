@@ -58,3 +58,33 @@ def test_the_backend_setting_reaches_every_model_and_keeps_its_labels(models_dir
         assert labels(onnx_registry.get(name)) == labels(torch_registry.get(name))
     assert load_entry("pos", models_dir / "pos", backend="auto").tagger.backend == "onnx"  # the dev extra has it
     assert load_entry("pos", models_dir / "pos").tagger.backend == "torch"  # the default
+
+
+def test_an_ensemble_directory_is_discovered_stored_and_served(models_dir, tiny_ner_model_seed2, tmp_path):
+    from server.store import ModelStore
+    from tagger.artifact import load_model
+    from tagger.ensemble import save_ensemble
+
+    bundled = tmp_path / "bundled"
+    shutil.copytree(models_dir / "pos", bundled / "pos")
+    save_ensemble([load_model(models_dir / "ner"), load_model(tiny_ner_model_seed2)], bundled / "ner-ensemble")
+    registry = ModelRegistry.from_directory(bundled)
+    assert registry.defaults == ["ner-ensemble", "pos"]
+    entry = registry.get("ner-ensemble")
+    assert len(entry.tagger.model.members) == 2
+    document = entry.tagger.tag("Barack Obama visited Paris last week.")
+    assert [t.text for t in document.sentences[0].tokens][:2] == ["Barack", "Obama"]
+    # the version covers every member's weights
+    before = model_version(bundled / "ner-ensemble")
+    member = bundled / "ner-ensemble" / "member-2" / "weights.safetensors"
+    member.write_bytes(member.read_bytes()[:-1] + b"\0")
+    assert model_version(bundled / "ner-ensemble") != before
+    save_ensemble([load_model(models_dir / "ner"), load_model(tiny_ner_model_seed2)], bundled / "ner-ensemble")
+    # the store copies the members too, and lists the version
+    store = ModelStore(tmp_path / "data")
+    store.seed(bundled)
+    assert store.versions("ner-ensemble") == ["1"] and store.active("ner-ensemble") == "1"
+    stored = store.path("ner-ensemble", "1")
+    assert (stored / "member-2" / "weights.safetensors").is_file()
+    assert model_version(stored) == model_version(bundled / "ner-ensemble")
+    assert ModelRegistry.from_store(store, ["pos"]).get("ner-ensemble").tagger.tag("Paris").sentences
