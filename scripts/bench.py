@@ -4,7 +4,7 @@ Usage: python scripts/bench.py [--runs 5] [--threads N]
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
 models/en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
-tagger[onnx] is installed) and for spaCy's efficiency tagger and tagger+NER (built
+tagger[onnx] is installed; NAME/member-1: an ensemble's first member alone) and for spaCy's efficiency tagger and tagger+NER (built
 by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
 p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
 process, so RSS is its own.
@@ -68,8 +68,8 @@ def measure(name: str, runs: int, threads: int) -> dict:
     else:
         from tagger import Tagger
 
-        model, _, backend = name.partition("/")
-        tagger = Tagger.load(ROOT / "models" / model, backend or "torch")
+        model, backend = name.removesuffix("/onnx"), "onnx" if name.endswith("/onnx") else "torch"
+        tagger = Tagger.load(ROOT / "models" / model, backend)
 
         def tag_all() -> int:
             return sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
@@ -78,7 +78,7 @@ def measure(name: str, runs: int, threads: int) -> dict:
             tagger.tag(text, scores=False)
 
         card = json.loads((ROOT / "models" / model / "metrics.json").read_text())
-        accuracy = {t: round(100 * (r["f1"] if "f1" in r else r["accuracy"]), 2) for t, r in card["test"].items()}
+        accuracy = {t: round(100 * (r["f1"] if "f1" in r else r["accuracy"]), 2) for t, r in card.get("test", {}).items()}
     tokens = tag_all()  # warm-up
     times = []
     for _ in range(runs):
@@ -105,10 +105,13 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.runs, args.threads)))
         return
+    from tagger.artifact import is_model_directory
     from tagger.runtime import onnx_available
 
     rows = {}
-    ours = [n for n in OURS if (ROOT / "models" / n / "weights.safetensors").exists()]
+    ours = [n for n in OURS if is_model_directory(ROOT / "models" / n)]
+    # an ensemble's first member alone: what the ensemble costs and gains
+    ours += [f"{n}/member-1" for n in ours if (ROOT / "models" / n / "ensemble.json").exists()]
     for name in [*ours, *([f"{n}/onnx" for n in ours] if onnx_available() else []), *SPACY]:
         output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(args.runs),
                                  "--threads", str(args.threads)], capture_output=True, text=True, check=True)

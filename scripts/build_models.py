@@ -106,6 +106,8 @@ def build(name: str, reuse: bool = False) -> dict:
             print(f"{name}: member {k} of {len(ENSEMBLES[name])} ({recipe} {overrides or ''})", file=sys.stderr)
             results.append(train_run(recipe, overrides, ROOT / "runs" / f"{name}-member-{k}", member_splits, reuse))
         tasks = list(RECIPES[name])
+        for r in results:  # each member alone, for the card
+            r.metrics["test"] = {t: v for t, v in evaluate_model(r.model, splits["test"].examples).items() if t in tasks}
         full = Ensemble([r.model for r in results], tasks)
         metrics = {"dev": evaluate_model(full, splits["dev"].examples),
                    "test": evaluate_model(full, splits["test"].examples),

@@ -91,6 +91,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
     tagger = Tagger.load(ROOT / "models" / args.model)
+    if len(tagger.model.members) > 1:
+        parser.error(f"{args.model} is an ensemble; profile one member (--model {args.model}/member-1): "
+                     "the ensemble runs each stage but decoding once per member")
     if args.hidden:
         resize(tagger, args.hidden)
     tagger = Tagger(tagger.model, backend=args.backend)  # the whole-call timings use the same backend

@@ -74,17 +74,18 @@ def _ensemble_card(directory: Path, name: str | None, data: dict[str, str] | Non
     lines += ["", "## Data", ""]
     for key, value in (data or {}).items():
         lines.append(f"- {key}: {value}")
-    lines += ["", "## Members", "", "| member | differs from member 1 | seed | dev | best epoch | training min |",
-              "|---|---|---:|---:|---:|---:|"]
+    lines += ["", "## Members", "", "Each member alone, then the ensemble under Scores.", "",
+              "| member | differs from member 1 | seed | dev | test | best epoch | training min |",
+              "|---|---|---:|---:|---:|---:|---:|"]
     base = _flatten({k: v for k, v in first.items() if k != "data"})
     for (member, config), extra in zip(members, member_metrics):
         flat = _flatten({k: v for k, v in config.items() if k != "data"})
         differs = ", ".join(f"{k}={v}" for k, v in flat.items() if base.get(k) != v and k != "train.seed"
                             and not k.startswith("model.tasks")) or "-"
-        dev = ", ".join(f"{t} {100 * _main(r):.2f}" for t, r in (extra.get("dev") or {}).items()
-                        if t in spec["tasks"]) or "-"
-        lines.append(f"| {member} | {differs} | {config['train']['seed']} | {dev} | {extra.get('best_epoch', '-')} | "
-                     f"{extra.get('train_seconds', 0) / 60:.1f} |")
+        dev, test = (", ".join(f"{t} {100 * _main(r):.2f}" for t, r in (extra.get(split) or {}).items()
+                               if t in spec["tasks"]) or "-" for split in ("dev", "test"))
+        lines.append(f"| {member} | {differs} | {config['train']['seed']} | {dev} | {test} | "
+                     f"{extra.get('best_epoch', '-')} | {extra.get('train_seconds', 0) / 60:.1f} |")
     lines += ["", "## Hyperparameters (member 1)", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in first["model"].items() if k != 'tasks'},
                                                        "train": first["train"]}).items()]

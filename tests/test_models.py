@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tagger.artifact import load_model
+from tagger.artifact import is_model_directory, load_model
 from tagger.config import CorpusFormat
 from tagger.metrics import evaluate_labels
 from tagger.predict import predict, tag_corpus
@@ -22,7 +22,7 @@ TEST_SETS = {  # task -> (file, label column)
     "xpos": (DATA / "ud-english-ewt" / "en_ewt-ud-test.conllu", "xpos"),
     "ner": (DATA / "uner-english-ewt" / "en_ewt-ud-test.iob2", None),
 }
-BUNDLED = sorted(p.name for p in (ROOT / "models").glob("*") if (p / "weights.safetensors").is_file())
+BUNDLED = sorted(p.name for p in (ROOT / "models").glob("*") if is_model_directory(p))
 
 
 def main(report: dict) -> float:
@@ -49,17 +49,22 @@ def test_bundled_models_are_small_and_self_describing():
     assert BUNDLED == ["en-joint", "en-ner", "en-pos"]
     for name in BUNDLED:
         directory = ROOT / "models" / name
-        size = sum(p.stat().st_size for p in directory.iterdir())
+        size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
         assert size <= 25 * 1024 * 1024, f"{name} is {size / 1e6:.1f} MB"
-        for file in ("config.json", "vocab.json", "labels.json", "weights.safetensors", "metrics.json", "README.md"):
+        for file in ("metrics.json", "README.md"):
             assert (directory / file).is_file(), f"{name}/{file}"
+        ensemble = directory / "ensemble.json"
+        members = [directory / m for m in json.loads(ensemble.read_text())["members"]] if ensemble.is_file() else [directory]
+        for member in members:
+            for file in ("config.json", "vocab.json", "labels.json", "weights.safetensors"):
+                assert (member / file).is_file(), f"{member}/{file}"
 
 
 @pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_the_onnx_backend_tags_each_test_set_exactly_like_torch(name):
     model = load_model(ROOT / "models" / name)
-    encoder = OnnxEncoder(model.network)
+    encoder = [OnnxEncoder(member.network) for member in model.members]
     for task in model.config.model.tasks:
         path, column = TEST_SETS[task.name]
         sentences = [s.tokens for s in load_corpus(path, CorpusFormat(label_column=column), kind=task.kind).sentences]
