@@ -5,8 +5,9 @@ Usage: python scripts/build_models.py [NAME ...]   (default: en-pos en-ner en-jo
 Each model trains into runs/NAME (an interrupted build resumes from its checkpoint), is
 scored on the test set, timed, stored in fp16 in models/NAME if that costs no accuracy,
 and gets a model card. The recipes are configs/NAME.toml. A name in ENSEMBLES is an
-ensemble: its members train one after another into runs/NAME-member-K, and the model
-averages their scores (tagger/ensemble.py).
+ensemble: its members train one after another into runs/NAME-member-K (a member that is
+a bundled recipe without overrides shares that model's run), and the model averages their
+scores (tagger/ensemble.py).
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ EWT = str(DATA / "ud-english-ewt" / "en_ewt-ud-{split}.conllu")
 UNER = str(DATA / "uner-english-ewt" / "en_ewt-ud-{split}.iob2")
 LICENCE = "CC BY-SA 4.0 (the training corpora's licence; see ../shared/data/*/LICENSE.txt)"
 
-# name -> task -> (corpus path pattern, label column)
+# name -> task -> (corpus path pattern, label column); built in this order (en-joint before
+# the en-ner ensemble, which may reuse its run)
 RECIPES = {
     "en-pos": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos")},
-    "en-ner": {"ner": (UNER, None)},
     "en-joint": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos"), "ner": (UNER, None)},
+    "en-ner": {"ner": (UNER, None)},
 }
 # name -> its members, (recipe, --set overrides): the model is an ensemble that averages their
-# scores (tagger/ensemble.py); each member trains into runs/NAME-member-K.
+# scores (tagger/ensemble.py); members were chosen by the ensemble's dev score.
 ENSEMBLES = {"en-ner": [("en-ner", {}), ("en-ner", {"train.seed": 2}), ("en-ner", {"train.seed": 3})]}
 MINUTES = {"en-pos": 20, "en-ner": 90, "en-joint": 11}  # measured on the 2-core machine
 
@@ -68,9 +70,13 @@ def speed(model_dir: Path) -> dict[str, float]:
     return {"tokens_per_second": round(tokens / statistics.median(times)), "tokens": tokens}
 
 
+_TRAINED: set[Path] = set()  # runs finished by this process: reused, never trained twice
+
+
 def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: bool):
     """Train ``configs/RECIPE.toml`` (with dotted ``overrides``) into ``work``; an interrupted
-    run resumes from its checkpoint, a finished one is reused with ``reuse``."""
+    run resumes from its checkpoint, a finished one is reused with ``reuse`` (or when this
+    process trained it: an ensemble member that is also a bundled model)."""
     from tagger.artifact import load_model
     from tagger.config import TaskConfig, load_config
     from tagger.train import TrainResult, train
@@ -80,11 +86,13 @@ def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: boo
         config.model.tasks = [TaskConfig(name=t, kind="span" if c is None else "tag", column=c)
                               for t, (_, c) in RECIPES[recipe].items()]
     finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
-    if reuse and finished:
+    if finished and (reuse or work in _TRAINED):
         return TrainResult(load_model(work), json.loads((work / "metrics.json").read_text()))
     if not (work / "checkpoint").exists():
         shutil.rmtree(work, ignore_errors=True)  # a fresh, seeded run; an interrupted one resumes
-    return train(config, splits["train"].examples, splits["dev"].examples, work, resume=True)
+    result = train(config, splits["train"].examples, splits["dev"].examples, work, resume=True)
+    _TRAINED.add(work)
+    return result
 
 
 def build(name: str, reuse: bool = False) -> dict:
@@ -104,7 +112,8 @@ def build(name: str, reuse: bool = False) -> dict:
         for k, (recipe, overrides) in enumerate(ENSEMBLES[name], 1):
             member_splits = splits if recipe == name else {s: load_split(recipe, s) for s in ("train", "dev")}
             print(f"{name}: member {k} of {len(ENSEMBLES[name])} ({recipe} {overrides or ''})", file=sys.stderr)
-            results.append(train_run(recipe, overrides, ROOT / "runs" / f"{name}-member-{k}", member_splits, reuse))
+            work = ROOT / "runs" / (recipe if not overrides else f"{name}-member-{k}")  # a bundled recipe: its run
+            results.append(train_run(recipe, overrides, work, member_splits, reuse))
         tasks = list(RECIPES[name])
         for r in results:  # each member alone, for the card
             r.metrics["test"] = {t: v for t, v in evaluate_model(r.model, splits["test"].examples).items() if t in tasks}

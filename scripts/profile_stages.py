@@ -93,7 +93,7 @@ def main() -> None:
     tagger = Tagger.load(ROOT / "models" / args.model)
     if len(tagger.model.members) > 1:
         parser.error(f"{args.model} is an ensemble; profile one member (--model {args.model}/member-1): "
-                     "the ensemble runs each stage but decoding once per member")
+                     "an ensemble runs every stage but decoding once per member")
     if args.hidden:
         resize(tagger, args.hidden)
     tagger = Tagger(tagger.model, backend=args.backend)  # the whole-call timings use the same backend
