@@ -101,8 +101,8 @@ class ModelRegistry:
     def from_directory(cls, models_dir: Path, defaults: Iterable[str] | None = None,
                        backend: str = "torch") -> "ModelRegistry":
         """Load every model under ``models_dir``. Without ``defaults``: the bundled pair
-        (en-pos and en-ner: en-joint's NER is 3 points weaker, see its card) if present,
-        else every model."""
+        (en-pos and the en-ner ensemble: en-joint's NER head alone is weaker, see the cards)
+        if present, else every model."""
         entries = [load_entry(p.name, p, backend=backend) for p in discover(models_dir)]
         return cls._with_defaults(entries, defaults, models_dir)
 
