@@ -97,6 +97,8 @@ def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: boo
 
 
 def build(name: str, reuse: bool = False) -> dict:
+    import torch
+
     from tagger.artifact import load_model, save_model
     from tagger.card import write_card
     from tagger.ensemble import Ensemble, save_ensemble
@@ -144,7 +146,7 @@ def build(name: str, reuse: bool = False) -> dict:
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
     metrics["speed"] = speed(staging)
     metrics["speed"] = (f"{metrics['speed']['tokens_per_second']:,} tokens/s on raw EWT test text, tokenization "
-                        f"included ({torch_threads()} torch thread(s), {os.cpu_count()}-core machine)")
+                        f"included ({torch.get_num_threads()} torch thread(s), {os.cpu_count()}-core machine)")
     (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if curve is not None:
         shutil.copy(curve, staging / "training-curve.png")
@@ -156,12 +158,6 @@ def build(name: str, reuse: bool = False) -> dict:
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)
     return metrics
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def _main(report: dict) -> float:

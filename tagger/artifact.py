@@ -149,16 +149,14 @@ def weight_files(directory: str | Path) -> list[Path]:
     """The weights files a model directory loads, in order (one per ensemble member).
 
     Raises:
-        ArtifactError: an unreadable ``ensemble.json``.
+        ArtifactError: an unreadable or invalid ``ensemble.json``.
     """
     directory = Path(directory)
     if not (directory / ENSEMBLE).exists():
         return [directory / WEIGHTS]
-    spec = _read_json(directory / ENSEMBLE)
-    members = spec.get("members") if isinstance(spec, dict) else None
-    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-        raise ArtifactError(f"{directory / ENSEMBLE}: no list of members")
-    return [directory / m / WEIGHTS for m in members]
+    from tagger.ensemble import read_spec
+
+    return [directory / m / WEIGHTS for m in read_spec(directory).members]
 
 
 def _read_json(path: Path) -> Any:

@@ -16,7 +16,6 @@ An ensemble directory holds ``ensemble.json`` and one ordinary model directory p
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,6 @@ from tagger.artifact import ENSEMBLE, ArtifactError, Model, _read_json, build_mo
 from tagger.crf import CRF, SoftmaxDecoder
 from tagger.model import decode_tasks
 from tagger.writers import atomic_write_text
-
 
 
 class EnsembleConfig(BaseModel):
@@ -50,28 +48,24 @@ class EnsembleConfig(BaseModel):
         return self
 
 
-class AveragedDecoders(nn.Module):
+def averaged_decoders(members: Sequence[Model], tasks: Sequence[str]) -> nn.ModuleDict:
     """One decoder per task whose scores are the members' averages."""
-
-    def __init__(self, members: Sequence[Model], tasks: Sequence[str]):
-        super().__init__()
-        decoders: dict[str, nn.Module] = {}
-        for task in tasks:
-            parts = [m.network.decoders[task] for m in members]
-            if all(isinstance(d, CRF) for d in parts):
-                crf = CRF(parts[0].num_tags)
-                with torch.no_grad():
-                    for name in ("start", "transitions", "end"):
-                        getattr(crf, name).copy_(torch.stack([getattr(d, name) for d in parts]).mean(0))
-                    for name in ("start_ok", "trans_ok", "end_ok"):
-                        getattr(crf, name).copy_(getattr(parts[0], name))
-                decoders[task] = crf
-            elif all(isinstance(d, SoftmaxDecoder) for d in parts):
-                decoders[task] = SoftmaxDecoder()
-            else:
-                raise ArtifactError(f"ensemble task {task!r}: members mix CRF and softmax decoders")
-        self.decoders = nn.ModuleDict(decoders)
-        self.eval()
+    decoders: dict[str, nn.Module] = {}
+    for task in tasks:
+        parts = [m.network.decoders[task] for m in members]
+        if all(isinstance(d, CRF) for d in parts):
+            crf = CRF(parts[0].num_tags)
+            with torch.no_grad():
+                for name in ("start", "transitions", "end"):
+                    getattr(crf, name).copy_(torch.stack([getattr(d, name) for d in parts]).mean(0))
+                for name in ("start_ok", "trans_ok", "end_ok"):
+                    getattr(crf, name).copy_(getattr(parts[0], name))
+            decoders[task] = crf
+        elif all(isinstance(d, SoftmaxDecoder) for d in parts):
+            decoders[task] = SoftmaxDecoder()
+        else:
+            raise ArtifactError(f"ensemble task {task!r}: members mix CRF and softmax decoders")
+    return nn.ModuleDict(decoders).eval()
 
 
 class Ensemble(Model):
@@ -86,7 +80,7 @@ class Ensemble(Model):
         first = restrict(members[0], tasks)
         super().__init__(first.config, first.featurizer, first.network)
         self._members = list(members)
-        self._decoders = AveragedDecoders(self._members, tasks).decoders
+        self._decoders = averaged_decoders(self._members, tasks)
 
     @property
     def members(self) -> list[Model]:
@@ -142,6 +136,16 @@ def save_ensemble(members: Sequence[Model], directory: str | Path, tasks: Sequen
         staging.replace(directory)
 
 
+def read_spec(directory: Path) -> EnsembleConfig:
+    """``DIRECTORY/ensemble.json``, validated; ArtifactError if it is not."""
+    try:
+        return EnsembleConfig.model_validate(_read_json(directory / ENSEMBLE))
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ArtifactError(f"{directory / ENSEMBLE}: invalid: {first['msg']} at "
+                            f"{'.'.join(map(str, first['loc']))}") from None
+
+
 def load_ensemble(directory: str | Path) -> Ensemble:
     """Load an ensemble directory (each member checked as :func:`load_model` checks it).
 
@@ -149,12 +153,7 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         ArtifactError: a bad ``ensemble.json``, a bad member, or members that do not fit.
     """
     directory = Path(directory)
-    try:
-        spec = EnsembleConfig.model_validate(_read_json(directory / ENSEMBLE))
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ArtifactError(f"{directory / ENSEMBLE}: invalid: {first['msg']} at "
-                            f"{'.'.join(map(str, first['loc']))}") from None
+    spec = read_spec(directory)
     members = []
     for name in spec.members:
         member_dir = directory / name
@@ -177,10 +176,3 @@ def _check_members(members: Sequence[Model], tasks: Sequence[str]) -> None:
                 raise ArtifactError(f"ensemble member {i + 1}: the labels of {task!r} differ from member 1's "
                                     "(same labels in the same order are needed to average scores)")
 
-
-def describe(directory: str | Path) -> dict:
-    """``ensemble.json`` and each member's ``config.json``, for model cards."""
-    directory = Path(directory)
-    spec = json.loads((directory / ENSEMBLE).read_text(encoding="utf-8"))
-    return {"tasks": spec["tasks"], "members": {
-        name: json.loads((directory / name / "config.json").read_text(encoding="utf-8")) for name in spec["members"]}}

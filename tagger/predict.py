@@ -52,7 +52,7 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
     """
     results: list[dict[str, TaskPrediction]] = [{} for _ in sentences]
     lengths = [len(s) for s in sentences]
-    members, tasks = model.members, model.tasks
+    members, tasks, featurizer = model.members, model.tasks, model.featurizer
     encoders = list(encoder) if isinstance(encoder, Sequence) else [encoder] * len(members)
     if len(encoders) != len(members):
         raise ValueError(f"{len(encoders)} onnx encoders for {len(members)} ensemble members")
@@ -71,7 +71,6 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
                 examples = [Example(tuple(sentences[i])) for i in nonempty]
                 emissions, mask = _emissions(members, encoders, examples, tasks)
                 decoded = model.decode(emissions, mask, scores=scores)
-                featurizer = model.featurizer
                 for task, (tags, probs) in decoded.items():
                     vocab = featurizer.labels[task]
                     tag_rows = tags.tolist()
