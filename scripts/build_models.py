@@ -37,6 +37,8 @@ RECIPES = {
 # scores (tagger/ensemble.py); members were chosen by the ensemble's dev score.
 ENSEMBLES = {"en-ner": [("en-ner", {"train.seed": 2}), ("en-joint", {}),
                         ("en-ner", {"model.freeze_vectors": True, "train.seed": 3})]}
+# name -> document context weight (tagger/context.py), chosen on dev (README, "Bundled models")
+CONTEXT = {"en-ner": 0.5}
 MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75}  # measured on the 2-core machine
 
 
@@ -101,6 +103,7 @@ def build(name: str, reuse: bool = False) -> dict:
 
     from tagger.artifact import load_model, save_model
     from tagger.card import write_card
+    from tagger.config import ContextConfig
     from tagger.ensemble import Ensemble, save_ensemble
     from tagger.train import evaluate_model
 
@@ -120,24 +123,26 @@ def build(name: str, reuse: bool = False) -> dict:
         tasks = list(RECIPES[name])
         for r in results:  # each member alone, for the card
             r.metrics["test"] = {t: v for t, v in evaluate_model(r.model, splits["test"].examples).items() if t in tasks}
-        full = Ensemble([r.model for r in results], tasks)
-        metrics = {"dev": evaluate_model(full, splits["dev"].examples),
-                   "test": evaluate_model(full, splits["test"].examples),
-                   "train_sentences": len(splits["train"].examples),
-                   "train_seconds": sum(r.metrics.get("train_seconds", 0) for r in results)}
+        context = ContextConfig(weight=CONTEXT[name]) if name in CONTEXT else None
+        full = Ensemble([r.model for r in results], tasks, context)
+        metrics = {split: evaluate_model(full, splits[split].examples, splits[split].documents) for split in ("dev", "test")}
+        metrics.update(train_sentences=len(splits["train"].examples),
+                       train_seconds=sum(r.metrics.get("train_seconds", 0) for r in results))
         save = lambda half: save_ensemble([r.model for r in results], staging, tasks, half,  # noqa: E731
-                                          [r.metrics for r in results])
+                                          [r.metrics for r in results], context)
         curve = None
     else:
         result = train_run(name, {}, ROOT / "runs" / name, splits, reuse)
         metrics = dict(result.metrics)
-        metrics["test"] = evaluate_model(result.model, splits["test"].examples)
+        if result.model.config.context.weight:  # training scored dev sentence by sentence
+            metrics["dev"] = evaluate_model(result.model, splits["dev"].examples, splits["dev"].documents)
+        metrics["test"] = evaluate_model(result.model, splits["test"].examples, splits["test"].documents)
         save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
         curve = ROOT / "runs" / name / "training-curve.png"
     metrics["alignment"] = {split: {"aligned": a.aligned, "token_mismatch": a.token_mismatch, "unmatched": a.unmatched}
                             for split, a in splits.items()}
     save(True)
-    half_test = evaluate_model(load_model(staging), splits["test"].examples)
+    half_test = evaluate_model(load_model(staging), splits["test"].examples, splits["test"].documents)
     same = all(abs(_main(half_test[t]) - _main(metrics["test"][t])) < 5e-4 for t in metrics["test"])
     if not same:
         save(False)

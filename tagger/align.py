@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tagger.batching import Example
-from tagger.corpus import Sentence
+from tagger.corpus import Sentence, document_ids
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,15 @@ class Alignment:
         aligned: sentences found in every corpus with the same id and the same tokens.
         token_mismatch: same id, different tokens (kept apart, each with its own labels).
         unmatched: sentences of some corpus with no partner by id.
+        documents: the document of each example (for document context): the first corpus's
+            ``newdoc`` marks; an example without them is a document of its own.
     """
 
     examples: list[Example]
     aligned: int
     token_mismatch: int
     unmatched: int
+    documents: list[int]
 
 
 def align(corpora: Mapping[str, Sequence[Sentence]]) -> Alignment:
@@ -51,4 +54,6 @@ def align(corpora: Mapping[str, Sequence[Sentence]]) -> Alignment:
         rest = [s for s in corpora[task] if s.sent_id not in used[task]]
         unmatched += len(rest)
         examples += [Example(s.tokens, {task: s.labels}) for s in rest if s.labels is not None]
-    return Alignment(examples, aligned, mismatch, unmatched)
+    documents = document_ids(corpora[tasks[0]]) or list(range(len(corpora[tasks[0]])))
+    documents += range(max(documents, default=-1) + 1, max(documents, default=-1) + 1 + len(examples) - len(documents))
+    return Alignment(examples, aligned, mismatch, unmatched, documents)

@@ -41,8 +41,8 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     lines.append(f"- training: {metrics.get('train_sentences', '?')} sentences, {metrics.get('train_tokens', '?')} tokens")
     lines += ["", "## Hyperparameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in model.items() if k != 'tasks'},
-                                                       "train": train}).items()]
-    lines += ["", "## Scores", ""]
+                                                       "train": train, "context": config.get("context") or {}}).items()]
+    lines += ["", "## Scores", "", *_context_note(config.get("context"))]
     for split in ("dev", "test"):
         for task, report in (metrics.get(split) or {}).items():
             lines += _report(split, task, report)
@@ -89,7 +89,8 @@ def _ensemble_card(directory: Path, name: str | None, data: dict[str, str] | Non
     lines += ["", "## Hyperparameters (member 1)", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in first["model"].items() if k != 'tasks'},
                                                        "train": first["train"]}).items()]
-    lines += ["", "## Scores", ""]
+    lines += ["", "## Scores", "", *_context_note(spec.get("context") or first.get("context"), " (the members' "
+                                                  "scores above are without it)")]
     for split in ("dev", "test"):
         for task, report in (metrics.get(split) or {}).items():
             lines += _report(split, task, report)
@@ -99,6 +100,16 @@ def _ensemble_card(directory: Path, name: str | None, data: dict[str, str] | Non
     if metrics.get("speed"):
         lines.append(f"- tagging speed: {metrics['speed']}")
     return "\n".join(lines) + "\n"
+
+
+def _context_note(context: dict[str, Any] | None, extra: str = "") -> list[str]:
+    """A line on document context (tagger/context.py) when the model uses it."""
+    if not context or not context.get("weight"):
+        return []
+    which = "a capitalized word" if context.get("capitalized_only", True) else "a word"
+    return [f"Document context: the span-task scores of {which} that occurs more than once in a document move "
+            f"{context['weight']:g} of the way to their mean over its occurrences there (`tagger/context.py`). "
+            f"The scores below use it, with the documents the corpus marks (`# newdoc`){extra}.", ""]
 
 
 def _read_optional(path: Path) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from tagger.config import ConfigError, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
-from tagger.corpus import CorpusError, Sentence
+from tagger.config import ConfigError, ContextConfig, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
+from tagger.corpus import CorpusError, Sentence, document_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="BiLSTM-CRF part-of-speech and named-entity tagger.")
@@ -107,6 +107,9 @@ def evaluate(
     task: Annotated[Optional[str], typer.Option("--task", help="which head to score (default: the only one, or the one matching the data)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     confusion: Annotated[Optional[Path], typer.Option("--confusion", help="write a confusion-matrix PNG (tag tasks)")] = None,
+    context_weight: Annotated[Optional[float], typer.Option(
+        "--context-weight", min=0.0, max=1.0, help="document context weight instead of the model's (0: off); "
+        "documents are the corpus's # newdoc / -DOCSTART- marks")] = None,
 ) -> None:
     """Score a model on a labelled corpus: seqeval (strict IOB2) for spans, token accuracy."""
     from tagger.artifact import ArtifactError, load_model
@@ -117,6 +120,9 @@ def evaluate(
 
     try:
         loaded = load_model(model)
+        if context_weight is not None:
+            loaded.config = loaded.config.model_copy(update={"context": ContextConfig(
+                weight=context_weight, capitalized_only=loaded.config.context.capitalized_only)})
         corpus_format = _format(fmt, token_column, label_column, scheme)
         tasks = {t.name: t.kind for t in loaded.config.model.tasks}
         name = task or _pick_task(tasks, str(data), corpus_format)
@@ -124,8 +130,11 @@ def evaluate(
             raise UserError(f"the model has no task {name!r}; it has {', '.join(tasks)}")
         corpus = load_corpus(data, corpus_format, kind=tasks[name])  # type: ignore[arg-type]
         gold = [list(s.labels or ()) for s in corpus.sentences]
-        predicted = tag_corpus(loaded, [s.tokens for s in corpus.sentences], name)
-        report = {"model": str(model), "data": str(data), "task": name, **evaluate_labels(gold, predicted, tasks[name])}
+        documents = document_ids(corpus.sentences)
+        predicted = tag_corpus(loaded, [s.tokens for s in corpus.sentences], name, documents)
+        report = {"model": str(model), "data": str(data), "task": name, **evaluate_labels(gold, predicted, tasks[name]),
+                  "documents": max(documents) + 1 if documents else None,
+                  "context_weight": loaded.config.context.weight if tasks[name] == "span" else 0.0}
         if confusion is not None and tasks[name] == "tag":
             confusion_matrix(report["confusion"], confusion, f"{name} confusion on {data.name}")
     except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
@@ -143,6 +152,9 @@ def ensemble(
     task: Annotated[Optional[list[str]], typer.Option("--task", help="tasks to keep (default: the first model's); "
                                                       "e.g. the ner head of a joint model")] = None,
     full: Annotated[bool, typer.Option("--fp32", help="keep fp32 weights (default fp16)")] = False,
+    context_weight: Annotated[Optional[float], typer.Option(
+        "--context-weight", min=0.0, max=1.0, help="the ensemble's document context weight "
+        "(default: the first model's); choose it on dev data with tagger evaluate --context-weight")] = None,
 ) -> None:
     """Combine trained models into one that averages their scores (same labels per task)."""
     from tagger.artifact import ArtifactError, load_model
@@ -156,7 +168,8 @@ def ensemble(
         loaded = [load_model(m) for m in members]
         if any(len(m.members) > 1 for m in loaded):
             raise UserError("an ensemble cannot be a member of another; list its members instead")
-        save_ensemble(loaded, output, task or None, half=not full)
+        context = None if context_weight is None else ContextConfig(weight=context_weight)
+        save_ensemble(loaded, output, task or None, half=not full, context=context)
     except (ArtifactError, UserError, ValueError, OSError) as error:
         _fail(error)
     typer.echo(f"wrote {output}: {len(members)} members", err=True)
@@ -183,6 +196,9 @@ def _report_table(report: dict[str, Any], kind: str) -> str:
     if kind == "span":
         lines.append(f"micro P {report['precision']:.4f}  R {report['recall']:.4f}  F1 {report['f1']:.4f}   "
                      f"macro F1 {report['macro_f1']:.4f}")
+        if report["context_weight"]:
+            within = f"{report['documents']} documents" if report["documents"] else "each sentence alone (no document marks)"
+            lines.append(f"document context: weight {report['context_weight']:g}, {within}")
     lines.append(f"{'label':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for label, row in report["per_label"].items():
         lines.append(f"{label:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")

@@ -92,6 +92,15 @@ class TrainConfig(_Strict):
     max_sentences: int | None = Field(None, ge=1, description="use only the first N training sentences")
 
 
+class ContextConfig(_Strict):
+    """Document context at decoding (:mod:`tagger.context`): the span-task emissions of a
+    word that occurs more than once in a document move ``weight`` of the way to their mean
+    over its occurrences there. 0 turns it off."""
+
+    weight: float = Field(0.0, ge=0, le=1, description="0: each occurrence alone; 1: all occurrences share one score")
+    capitalized_only: bool = Field(True, description="pool only occurrences that start with a capital letter")
+
+
 class TaggerConfig(_Strict):
     """Everything that defines a trained model, written as ``config.json``."""
 
@@ -99,6 +108,7 @@ class TaggerConfig(_Strict):
     data: CorpusFormat = CorpusFormat()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    context: ContextConfig = ContextConfig()
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,8 @@ class Sentence:
         rows: the source's columns per token (CoNLL-U writers fill labels into these).
         comments: the comment lines before the sentence, without the leading ``#``.
         token_lines: the source line of each token, for error messages.
+        newdoc: the sentence starts a document (``# newdoc`` in CoNLL-U and Universal NER,
+            the first sentence after a ``-DOCSTART-`` line in CoNLL-2003).
     """
 
     tokens: tuple[str, ...]
@@ -31,9 +33,27 @@ class Sentence:
     rows: tuple[tuple[str, ...], ...] | None = field(default=None, repr=False)
     comments: tuple[str, ...] = field(default=(), repr=False)
     token_lines: tuple[int, ...] = field(default=(), repr=False)
+    newdoc: bool = field(default=False, repr=False)
 
     def with_labels(self, labels: tuple[str, ...] | list[str] | None) -> "Sentence":
         return dataclasses.replace(self, labels=None if labels is None else tuple(labels))
+
+
+def document_ids(sentences: Sequence[Sentence]) -> list[int] | None:
+    """The document index of each sentence, from the ``newdoc`` marks; None for a corpus
+    that marks no documents (its sentences' context is unknown, so each stands alone)."""
+    if not any(s.newdoc for s in sentences):
+        return None
+    ids, current = [], 0
+    for i, sentence in enumerate(sentences):
+        current += sentence.newdoc and i > 0
+        ids.append(current)
+    return ids
+
+
+def is_newdoc(comments: Iterable[str]) -> bool:
+    """A comment block that opens a document: ``# newdoc`` or ``# newdoc id = ...``."""
+    return any(c == "newdoc" or c.startswith(("newdoc ", "newdoc=")) for c in comments)
 
 
 class CorpusError(ValueError):

@@ -11,6 +11,9 @@ An ensemble directory holds ``ensemble.json`` and one ordinary model directory p
     en-ner/ensemble.json           {"tasks": ["ner"], "members": ["member-1", "member-2"]}
     en-ner/member-1/config.json    (vocab.json, labels.json, weights.safetensors)
 
+``ensemble.json`` may also give the ensemble's document context (``"context": {"weight":
+0.75}``, see :mod:`tagger.context`); without it the first member's applies.
+
 :func:`tagger.artifact.load_model` loads either kind; code that tags never needs to know.
 """
 
@@ -25,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import Tensor, nn
 
 from tagger.artifact import ENSEMBLE, ArtifactError, Model, _read_json, build_model, load_model, save_model
+from tagger.config import ContextConfig
 from tagger.crf import CRF, SoftmaxDecoder
 from tagger.model import decode_tasks
 from tagger.writers import atomic_write_text
@@ -37,6 +41,7 @@ class EnsembleConfig(BaseModel):
 
     tasks: list[str] = Field(min_length=1)
     members: list[str] = Field(min_length=1, description="subdirectory names, in order")
+    context: ContextConfig | None = Field(None, description="document context of the ensemble; None: member 1's")
 
     @model_validator(mode="after")
     def _plain_names(self) -> "EnsembleConfig":
@@ -70,15 +75,18 @@ def averaged_decoders(members: Sequence[Model], tasks: Sequence[str]) -> nn.Modu
 
 class Ensemble(Model):
     """Members that tag as one model; ``config`` and ``featurizer`` (labels, scheme decoding)
-    are the first member's, restricted to the ensemble's tasks."""
+    are the first member's, restricted to the ensemble's tasks, with ``context`` (document
+    context, :mod:`tagger.context`) in place of the first member's if given."""
 
-    def __init__(self, members: Sequence[Model], tasks: Sequence[str] | None = None):
+    def __init__(self, members: Sequence[Model], tasks: Sequence[str] | None = None,
+                 context: ContextConfig | None = None):
         if not members:
             raise ArtifactError("an ensemble needs at least one member")
         tasks = list(tasks or members[0].tasks)
         _check_members(members, tasks)
         first = restrict(members[0], tasks)
-        super().__init__(first.config, first.featurizer, first.network)
+        config = first.config if context is None else first.config.model_copy(update={"context": context})
+        super().__init__(config, first.featurizer, first.network)
         self._members = list(members)
         self._decoders = averaged_decoders(self._members, tasks)
 
@@ -110,9 +118,11 @@ def restrict(model: Model, tasks: Sequence[str]) -> Model:
 
 
 def save_ensemble(members: Sequence[Model], directory: str | Path, tasks: Sequence[str] | None = None,
-                  half: bool = True, metrics: Sequence[dict | None] | None = None) -> None:
+                  half: bool = True, metrics: Sequence[dict | None] | None = None,
+                  context: ContextConfig | None = None) -> None:
     """Write an ensemble directory: each member restricted to ``tasks`` (default: the first
-    member's) as ``member-N/`` (with its ``metrics`` if given), then ``ensemble.json``.
+    member's) as ``member-N/`` (with its ``metrics`` if given), then ``ensemble.json``
+    (with ``context``, the ensemble's document context, if given).
     Writes into a hidden sibling and moves it into place, so an existing directory is
     replaced whole or not at all."""
     directory = Path(directory)
@@ -125,7 +135,8 @@ def save_ensemble(members: Sequence[Model], directory: str | Path, tasks: Sequen
     names = [f"member-{i + 1}" for i in range(len(restricted))]
     for i, (name, member) in enumerate(zip(names, restricted)):
         save_model(member, staging / name, half=half, metrics=metrics[i] if metrics else None)
-    atomic_write_text(staging / ENSEMBLE, EnsembleConfig(tasks=tasks, members=names).model_dump_json(indent=2))
+    spec = EnsembleConfig(tasks=tasks, members=names, context=context)
+    atomic_write_text(staging / ENSEMBLE, spec.model_dump_json(indent=2, exclude_none=True))
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -160,7 +171,7 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         if (member_dir / ENSEMBLE).exists():
             raise ArtifactError(f"{member_dir}: an ensemble cannot be a member of another")
         members.append(load_model(member_dir))
-    return Ensemble(members, spec.tasks)
+    return Ensemble(members, spec.tasks, spec.context)
 
 
 def _check_members(members: Sequence[Model], tasks: Sequence[str]) -> None:

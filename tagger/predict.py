@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from tagger.artifact import Model, load_model
 from tagger.batching import Example, bucketed
+from tagger.context import pool_emissions
 from tagger.runtime import OnnxEncoder, onnx_available
 from tagger.schemes import entity_types, labels_for, spans
 from tagger.tokenize import Tokenizer
@@ -38,51 +40,84 @@ class TaskPrediction:
 
 
 def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = True, batch_size: int = 256,
-            max_tokens: int = DEFAULT_BATCH_TOKENS, encoder: OnnxEncoder | Sequence[OnnxEncoder] | None = None
-            ) -> list[dict[str, TaskPrediction]]:
+            max_tokens: int = DEFAULT_BATCH_TOKENS, encoder: OnnxEncoder | Sequence[OnnxEncoder] | None = None,
+            documents: Sequence[Hashable] | None = None) -> list[dict[str, TaskPrediction]]:
     """Tag tokenized sentences, in batches of similar length; results in input order.
 
     Args:
         model: a model or an ensemble (whose members' emissions are averaged).
         encoder: run the BiLSTM and output layers in ONNX Runtime instead of torch (one
             encoder per member of an ensemble).
+        documents: the document of each sentence, for a model with document context
+            (:mod:`tagger.context`); None: each sentence is a document of its own.
 
     Returns:
         One dict per sentence: task -> labels (and scores).
     """
     results: list[dict[str, TaskPrediction]] = [{} for _ in sentences]
     lengths = [len(s) for s in sentences]
-    members, tasks, featurizer = model.members, model.tasks, model.featurizer
+    members, tasks = model.members, model.tasks
     encoders = list(encoder) if isinstance(encoder, Sequence) else [encoder] * len(members)
     if len(encoders) != len(members):
         raise ValueError(f"{len(encoders)} onnx encoders for {len(members)} ensemble members")
+    if documents is not None and len(documents) != len(sentences):
+        raise ValueError(f"{len(documents)} document ids for {len(sentences)} sentences")
+    context = model.config.context
+    pooled = [t.name for t in model.config.model.tasks if t.kind == "span"] if context.weight > 0 else []
+    batches = []
+    for indices in bucketed(lengths, batch_size, max_tokens=max_tokens):
+        for i in indices:
+            if not lengths[i]:
+                results[i] = {t: TaskPrediction([], [] if scores else None) for t in tasks}
+        if nonempty := [i for i in indices if lengths[i]]:
+            batches.append(nonempty)
     training = [m.network for m in members if m.network.training]
     for network in training:  # walking every module costs more than tagging a short sentence
         network.eval()
     try:
         with torch.inference_mode():
-            for indices in bucketed(lengths, batch_size, max_tokens=max_tokens):
-                nonempty = [i for i in indices if lengths[i]]
-                for i in indices:
-                    if not lengths[i]:
-                        results[i] = {t: TaskPrediction([], [] if scores else None) for t in tasks}
-                if not nonempty:
-                    continue
-                examples = [Example(tuple(sentences[i])) for i in nonempty]
-                emissions, mask = _emissions(members, encoders, examples, tasks)
-                decoded = model.decode(emissions, mask, scores=scores)
-                for task, (tags, probs) in decoded.items():
-                    vocab = featurizer.labels[task]
-                    tag_rows = tags.tolist()
-                    prob_rows = probs.tolist() if probs is not None else None
-                    for row, i in enumerate(nonempty):
-                        n = lengths[i]
-                        labels = featurizer.decode_labels(task, [vocab.items[t] for t in tag_rows[row][:n]])
-                        results[i][task] = TaskPrediction(labels, prob_rows[row][:n] if prob_rows else None)
+            if not pooled:
+                for nonempty in batches:
+                    examples = [Example(tuple(sentences[i])) for i in nonempty]
+                    emissions, mask = _emissions(members, encoders, examples, tasks)
+                    _store(results, model, model.decode(emissions, mask, scores=scores), nonempty, lengths)
+                return results
+            # document context: every sentence's emissions first, then pooled, then decoded
+            rows: dict[int, dict[str, torch.Tensor]] = {}
+            for nonempty in batches:
+                emissions, _ = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)
+                for row, i in enumerate(nonempty):
+                    rows[i] = {task: values[row, : lengths[i]] for task, values in emissions.items()}
+            order = sorted(rows)
+            for task in pooled:
+                mixed = pool_emissions([sentences[i] for i in order], [rows[i][task] for i in order],
+                                       [documents[i] if documents is not None else i for i in order], context)
+                for i, emission in zip(order, mixed):
+                    rows[i][task] = emission
+            for nonempty in batches:
+                emissions = {task: pad_sequence([rows[i][task] for i in nonempty], batch_first=True) for task in tasks}
+                width = max(lengths[i] for i in nonempty)
+                mask = torch.arange(width).unsqueeze(0) < torch.tensor([lengths[i] for i in nonempty]).unsqueeze(1)
+                _store(results, model, model.decode(emissions, mask, scores=scores), nonempty, lengths)
     finally:
         for network in training:
             network.train()
     return results
+
+
+def _store(results: list[dict[str, TaskPrediction]], model: Model,
+           decoded: dict[str, tuple[torch.Tensor, torch.Tensor | None]], rows: Sequence[int],
+           lengths: Sequence[int]) -> None:
+    """Write a decoded batch into ``results``: row k of the batch is sentence ``rows[k]``."""
+    featurizer = model.featurizer
+    for task, (tags, probs) in decoded.items():
+        vocab = featurizer.labels[task]
+        tag_rows = tags.tolist()
+        prob_rows = probs.tolist() if probs is not None else None
+        for row, i in enumerate(rows):
+            n = lengths[i]
+            labels = featurizer.decode_labels(task, [vocab.items[t] for t in tag_rows[row][:n]])
+            results[i][task] = TaskPrediction(labels, prob_rows[row][:n] if prob_rows else None)
 
 
 def _emissions(members: Sequence[Model], encoders: Sequence[OnnxEncoder | None], examples: Sequence[Example],
@@ -250,7 +285,8 @@ class Tagger:
             else:
                 prepared.append(_positioned(document))
         flat = [[t[0] for t in sentence] for _, sentences in prepared for sentence in sentences]
-        predictions = iter(predict(self.model, flat, scores=scores, encoder=self._encoder))
+        documents = [k for k, (_, sentences) in enumerate(prepared) for _ in sentences]
+        predictions = iter(predict(self.model, flat, scores=scores, encoder=self._encoder, documents=documents))
         return [Document(text, [self._sentence(text, s, next(predictions)) for s in sentences])
                 for text, sentences in prepared]
 
@@ -309,6 +345,8 @@ def _positioned(sentences: Sequence[Sequence[str]]) -> tuple[str, list[list[tupl
     return "\n".join(" ".join(sentence) for sentence in sentences), positioned
 
 
-def tag_corpus(model: Model, sentences: Iterable[Sequence[str]], task: str) -> list[list[str]]:
-    """Labels of one task for tokenized sentences (used by evaluation)."""
-    return [p[task].labels for p in predict(model, list(sentences), scores=False)]
+def tag_corpus(model: Model, sentences: Iterable[Sequence[str]], task: str,
+               documents: Sequence[Hashable] | None = None) -> list[list[str]]:
+    """Labels of one task for tokenized sentences (used by evaluation); ``documents`` as
+    :func:`predict` takes them (:func:`tagger.corpus.document_ids` reads a corpus's)."""
+    return [p[task].labels for p in predict(model, list(sentences), scores=False, documents=documents)]

@@ -90,9 +90,11 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
     return words, Vocab.build(char_counts), labels, table, pretrained
 
 
-def evaluate_model(model: Model, data: Sequence[Example]) -> dict[str, dict[str, Any]]:
-    """Per-task reports on labelled examples (each task on the examples that carry it)."""
-    predictions = predict(model, [e.tokens for e in data], scores=False)
+def evaluate_model(model: Model, data: Sequence[Example], documents: Sequence[int] | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Per-task reports on labelled examples (each task on the examples that carry it);
+    ``documents``: each example's document, for a model with document context."""
+    predictions = predict(model, [e.tokens for e in data], scores=False, documents=documents)
     reports = {}
     for task in model.config.model.tasks:
         rows = [(e.labels[task.name], p[task.name].labels) for e, p in zip(data, predictions) if task.name in e.labels]

@@ -1,5 +1,6 @@
-"""Regression test for the bundled models: re-score each on its full test set and compare
-with the scores its model card (metrics.json) reports, to 0.05 points."""
+"""Regression test for the bundled models: re-score each on its full test set (with the
+test set's documents, for document context) and compare with the scores its model card
+(metrics.json) reports, to 0.05 points."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from tagger.artifact import is_model_directory, load_model
 from tagger.config import CorpusFormat
+from tagger.corpus import document_ids
 from tagger.metrics import evaluate_labels
 from tagger.predict import predict, tag_corpus
 from tagger.readers import load_corpus
@@ -38,7 +40,7 @@ def test_bundled_model_scores_match_its_card(name):
     for task in model.config.model.tasks:
         path, column = TEST_SETS[task.name]
         corpus = load_corpus(path, CorpusFormat(label_column=column), kind=task.kind)
-        predicted = tag_corpus(model, [s.tokens for s in corpus.sentences], task.name)
+        predicted = tag_corpus(model, [s.tokens for s in corpus.sentences], task.name, document_ids(corpus.sentences))
         report = evaluate_labels([list(s.labels) for s in corpus.sentences], predicted, task.kind)
         assert report["tokens"] == card["test"][task.name]["tokens"]
         assert 100 * main(report) == pytest.approx(100 * main(card["test"][task.name]), abs=0.05), task.name

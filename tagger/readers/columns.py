@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from tagger.corpus import CorpusError, Sentence, read_lines
+from tagger.corpus import CorpusError, Sentence, is_newdoc, read_lines
 from tagger.schemes import is_span_label
 
 DOCSTART = "-DOCSTART-"
@@ -92,10 +92,13 @@ def read_columns(path: str | Path, layout: ColumnLayout | None = None, unlabelle
     lines: list[int] = []
     comments: list[str] = []
     start = 0
+    docstart = False  # a -DOCSTART- line came after the last sentence
     for number, line in read_lines(path):
         if not line.strip() or line.startswith(DOCSTART):
             if tokens:
-                yield _sentence(tokens, labels, lines, comments, label_index, start)
+                yield _sentence(tokens, labels, lines, comments, label_index, start, docstart)
+                docstart = False
+            docstart = docstart or line.startswith(DOCSTART)
             tokens, labels, lines, comments = [], [], [], []
             continue
         if not tokens and not comments:
@@ -118,11 +121,11 @@ def read_columns(path: str | Path, layout: ColumnLayout | None = None, unlabelle
         tokens.append(token)
         lines.append(number)
     if tokens:
-        yield _sentence(tokens, labels, lines, comments, label_index, start)
+        yield _sentence(tokens, labels, lines, comments, label_index, start, docstart)
 
 
 def _sentence(tokens: list[str], labels: list[str], lines: list[int], comments: list[str],
-              label_index: int | None, start: int) -> Sentence:
+              label_index: int | None, start: int, docstart: bool) -> Sentence:
     meta = dict((k.strip(), v.strip()) for k, _, v in (c.partition("=") for c in comments) if _)
     return Sentence(
         tokens=tuple(tokens),
@@ -132,4 +135,5 @@ def _sentence(tokens: list[str], labels: list[str], lines: list[int], comments: 
         text=meta.get("text"),
         comments=tuple(comments),
         token_lines=tuple(lines),
+        newdoc=docstart or is_newdoc(comments),
     )

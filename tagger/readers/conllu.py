@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from tagger.corpus import CorpusError, Sentence, read_lines
+from tagger.corpus import CorpusError, Sentence, is_newdoc, read_lines
 
 LABEL_COLUMNS = {"upos": 3, "xpos": 4}
 
@@ -79,6 +79,7 @@ def _sentence(
         rows=tuple(rows),
         comments=tuple(comments),
         token_lines=tuple(lines),
+        newdoc=is_newdoc(comments),
     )
 
 

@@ -1,0 +1,166 @@
+"""Document context: documents read from corpora, emission pooling, and decoding with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tagger import Tagger
+from tagger.artifact import ArtifactError, load_model
+from tagger.batching import Example
+from tagger.card import render_card
+from tagger.cli import app
+from tagger.config import ConfigError, ContextConfig, load_config
+from tagger.context import pool_emissions
+from tagger.corpus import document_ids
+from tagger.ensemble import Ensemble, save_ensemble
+from tagger.predict import predict
+from tagger.readers import load_corpus
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dev(shared_data):
+    """The first 300 Universal NER dev sentences and their documents."""
+    sentences = load_corpus(shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2", kind="span").sentences[:300]
+    return [s.tokens for s in sentences], document_ids(sentences)
+
+
+def with_context(model, weight, capitalized_only=True):
+    model.config = model.config.model_copy(update={"context": ContextConfig(weight=weight, capitalized_only=capitalized_only)})
+    return model
+
+
+def test_documents_come_from_the_newdoc_marks_of_universal_ner(shared_data):
+    path = shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2"
+    sentences = load_corpus(path, kind="span").sentences
+    ids = document_ids(sentences)
+    marks = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("# newdoc"))
+    assert ids[0] == 0 and ids[-1] == marks - 1 == 317
+    assert all(b - a in (0, 1) for a, b in zip(ids, ids[1:]))
+    assert [i for i, s in enumerate(sentences) if s.newdoc][:2] == [0, ids.index(1)]
+
+
+def test_documents_come_from_docstart_lines_in_conll2003(write_file):
+    path = write_file("c.conll", "-DOCSTART- -X- -X- O\n\nEU NNP B-NP I-ORG\nrejects VBZ B-VP O\n\n"
+                      "Peter NNP B-NP I-PER\n\n-DOCSTART- -X- -X- O\n\nBonn NNP B-NP I-LOC\n")
+    sentences = load_corpus(path, kind="span").sentences
+    assert [s.tokens for s in sentences] == [("EU", "rejects"), ("Peter",), ("Bonn",)]
+    assert document_ids(sentences) == [0, 0, 1]
+
+
+def test_a_corpus_without_marks_has_no_documents(write_file):
+    sentences = load_corpus(write_file("c.tsv", "Paris\tB-LOC\n\nBonn\tB-LOC\n"), kind="span").sentences
+    assert document_ids(sentences) is None
+
+
+def test_pooling_moves_repeated_capitalized_words_toward_their_document_mean():
+    sentences = [("Apple", "sued", "apple", "growers"), ("APPLE", "won", "."), ("Apple", "again")]
+    documents = [0, 0, 1]
+    emissions = [torch.randn(len(s), 5) for s in sentences]
+    before = [e.clone() for e in emissions]
+    pooled = pool_emissions(sentences, emissions, documents, ContextConfig(weight=0.25))
+    mean = (emissions[0][0] + emissions[1][0]) / 2  # Apple and APPLE in document 0; not "apple"
+    assert torch.allclose(pooled[0][0], 0.75 * emissions[0][0] + 0.25 * mean)
+    assert torch.allclose(pooled[1][0], 0.75 * emissions[1][0] + 0.25 * mean)
+    assert torch.equal(pooled[0][1:], emissions[0][1:]) and torch.equal(pooled[1][1:], emissions[1][1:])
+    assert torch.equal(pooled[2], emissions[2])  # "Apple" once in document 1
+    assert all(torch.equal(a, b) for a, b in zip(emissions, before))  # inputs untouched
+    every = pool_emissions(sentences, emissions, documents, ContextConfig(weight=1.0, capitalized_only=False))
+    shared = (emissions[0][0] + emissions[0][2] + emissions[1][0]) / 3
+    assert all(torch.allclose(row, shared) for row in (every[0][0], every[0][2], every[1][0]))
+    off = pool_emissions(sentences, emissions, documents, ContextConfig(weight=0.0))
+    assert all(torch.equal(a, b) for a, b in zip(off, emissions))
+
+
+def by_hand(model, sentences, documents, context):
+    """Each sentence's emissions alone, pooled over its document, decoded one by one."""
+    with torch.inference_mode():
+        rows = []
+        for tokens in sentences:
+            batch = model.featurizer.batch([Example(tuple(tokens))], with_labels=False)
+            rows.append(model.network(batch.words, batch.chars, batch.char_index, batch.mask)["ner"][0])
+        pooled = pool_emissions(sentences, rows, documents, context)
+        out = []
+        for tokens, emission in zip(sentences, pooled):
+            tags, _ = model.network.decode({"ner": emission[None]}, torch.ones(1, len(tokens), dtype=torch.bool),
+                                           False)["ner"]
+            items = model.featurizer.labels["ner"].items
+            out.append(model.featurizer.decode_labels("ner", [items[t] for t in tags[0].tolist()]))
+        return out, rows, pooled
+
+
+def labels(model, sentences, **kwargs):
+    return [p["ner"].labels for p in predict(model, sentences, scores=False, **kwargs)]
+
+
+def test_predict_pools_over_documents_then_decodes(tiny_ner_model, dev):
+    sentences, documents = dev
+    model = with_context(load_model(tiny_ner_model), 1.0)
+    got = labels(model, sentences, documents=documents, batch_size=64)  # several padded batches
+    expected, rows, pooled = by_hand(model, sentences, documents, model.config.context)
+    assert got == expected
+    assert sum(not torch.equal(a, b) for a, b in zip(rows, pooled)) > 20  # the documents repeat names
+    plain = labels(with_context(load_model(tiny_ner_model), 0.0), sentences)
+    assert plain != got
+    alone = labels(model, sentences)  # no documents: each sentence is its own
+    assert alone == by_hand(model, sentences, list(range(len(sentences))), model.config.context)[0]
+
+
+def test_the_tagger_takes_each_text_as_one_document(tiny_ner_model, dev):
+    sentences, documents = dev
+    tagger = Tagger(with_context(load_model(tiny_ner_model), 1.0))
+    first = [list(s) for s, d in zip(sentences, documents) if d < 20]
+    second = [list(s) for s, d in zip(sentences, documents) if 20 <= d]
+    tagged = tagger.tag_documents([first, second], scores=False)
+    got = [[t.labels["ner"].value for t in s.tokens] for d in tagged for s in d.sentences]
+    assert got == labels(tagger.model, first + second, documents=[0] * len(first) + [1] * len(second))
+    assert got != labels(tagger.model, first + second)  # each sentence alone
+
+
+def test_an_ensemble_keeps_its_own_context(tiny_ner_model, tiny_ner_model_seed2, dev, tmp_path):
+    members = [load_model(tiny_ner_model), load_model(tiny_ner_model_seed2)]
+    save_ensemble(members, tmp_path / "e", context=ContextConfig(weight=0.5), half=False)
+    spec = json.loads((tmp_path / "e" / "ensemble.json").read_text())
+    assert spec["context"] == {"weight": 0.5, "capitalized_only": True}
+    loaded = load_model(tmp_path / "e")
+    assert loaded.config.context.weight == 0.5
+    assert [m.config.context.weight for m in loaded.members] == [0.0, 0.0]
+    sentences, documents = dev
+    assert labels(loaded, sentences, documents=documents) == labels(
+        Ensemble(members, context=ContextConfig(weight=0.5)), sentences, documents=documents)
+    (tmp_path / "e" / "metrics.json").write_text(json.dumps({"dev": {}, "test": {}}))
+    assert "Document context: the span-task scores of a capitalized word" in render_card(tmp_path / "e")
+    spec["context"] = {"weight": 1.5}
+    (tmp_path / "e" / "ensemble.json").write_text(json.dumps(spec))
+    with pytest.raises(ArtifactError, match="ensemble.json: invalid.*context.weight"):
+        load_model(tmp_path / "e")
+
+
+def test_the_context_weight_is_validated_and_old_configs_load_without_it():
+    assert load_config(overrides={"context.weight": 0.5}).context.weight == 0.5
+    with pytest.raises(ConfigError, match="context.weight"):
+        load_config(overrides={"context.weight": 1.5})
+    assert load_config().model_dump(exclude={"context"}) and load_config().context.weight == 0.0
+
+
+def test_evaluate_reports_the_documents_and_weight(tiny_ner_model, shared_data):
+    data = shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2"
+    reports = {}
+    for weight in ("0", "1"):
+        result = runner.invoke(app, ["evaluate", "--model", str(tiny_ner_model), "--data", str(data), "--json",
+                                     "--context-weight", weight])
+        assert result.exit_code == 0, result.output
+        reports[weight] = json.loads(result.stdout)
+    assert reports["1"]["documents"] == 318 and reports["1"]["context_weight"] == 1.0
+    assert reports["0"]["context_weight"] == 0.0 and reports["0"]["f1"] != reports["1"]["f1"]
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_ner_model), "--data", str(data),
+                                 "--context-weight", "1"])
+    assert "document context: weight 1, 318 documents" in result.stdout
+    bad = runner.invoke(app, ["evaluate", "--model", str(tiny_ner_model), "--data", str(data), "--context-weight", "2"])
+    assert bad.exit_code != 0 and "context-weight" in bad.output
