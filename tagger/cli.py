@@ -12,12 +12,15 @@ import sys
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from tagger.config import ConfigError, ContextConfig, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
 from tagger.corpus import CorpusError, Sentence, document_ids
+
+if TYPE_CHECKING:
+    from tagger.predict import Document
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="BiLSTM-CRF part-of-speech and named-entity tagger.")
@@ -242,20 +245,56 @@ def tag(
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
     try:
         tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
-        documents = read_documents(input, input_format)
+        documents = _by_document(read_documents(input, input_format))
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
             while chunk := list(islice(documents, batch_documents)):
-                if chunk[0][1] is None:  # tokenized sentences
-                    tagged = [tagger.tag_tokens([s.tokens], scores=not no_scores) for _, _, s in chunk]
+                if chunk[0][0][1] is None:  # tokenized sentences, a document's together (document context)
+                    merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores=not no_scores)
+                    tagged = [sentence for document in merged for sentence in _per_sentence(document)]
                 else:
-                    tagged = tagger.tag_texts([text for _, text, _ in chunk], scores=not no_scores)
-                for (doc_id, _, source), document in zip(chunk, tagged):
+                    tagged = tagger.tag_texts([run[0][1] for run in chunk], scores=not no_scores)  # type: ignore[misc]
+                items = [item for run in chunk for item in run]
+                for (doc_id, _, source), document in zip(items, tagged, strict=True):
                     write_document(handle, output_format, doc_id, document, list(tagger.tasks), source)
-                bar.update(len(chunk))
+                bar.update(len(items))
             bar.close()
     except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError) as error:
         _fail(error)
+
+
+def _by_document(items: Iterator[tuple[Any, str | None, Sentence | None]]
+                 ) -> Iterator[list[tuple[Any, str | None, Sentence | None]]]:
+    """Group ``read_documents`` items: a raw text alone; tokenized sentences with the rest of
+    their document (up to the next ``newdoc`` mark), or alone if the corpus marks none."""
+    run: list[tuple[Any, str | None, Sentence | None]] = []
+    marked = False
+    for item in items:
+        sentence = item[2]
+        marked = marked or bool(sentence and sentence.newdoc)
+        if run and (sentence is None or not marked or sentence.newdoc):
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
+def _per_sentence(document: Document) -> list[Document]:
+    """Split a document of pre-tokenized sentences into one per sentence, each with the
+    offsets :meth:`Tagger.tag_tokens` gives a sentence tagged alone."""
+    from dataclasses import replace
+
+    from tagger.predict import Document
+
+    out = []
+    for sentence in document.sentences:
+        base = sentence.start
+        tokens = [replace(t, start=t.start - base, end=t.end - base) for t in sentence.tokens]
+        entities = [replace(e, start=e.start - base, end=e.end - base) for e in sentence.entities]
+        out.append(Document(document.text[sentence.start:sentence.end],
+                            [replace(sentence, start=0, end=sentence.end - base, tokens=tokens, entities=entities)]))
+    return out
 
 
 def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool,

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from tagger import Tagger
-from tagger.artifact import ArtifactError, load_model
+from tagger.artifact import ArtifactError, load_model, save_model
 from tagger.batching import Example
 from tagger.card import render_card
 from tagger.cli import app
@@ -164,3 +164,30 @@ def test_evaluate_reports_the_documents_and_weight(tiny_ner_model, shared_data):
     assert "document context: weight 1, 318 documents" in result.stdout
     bad = runner.invoke(app, ["evaluate", "--model", str(tiny_ner_model), "--data", str(data), "--context-weight", "2"])
     assert bad.exit_code != 0 and "context-weight" in bad.output
+
+
+def test_tag_keeps_a_corpus_document_together(tiny_ner_model, shared_data, write_head, tmp_path):
+    """``tagger tag`` on a tokenized corpus gives the labels ``evaluate`` scores (documents
+    together), and each sentence's record keeps offsets into its own tokens."""
+    model = with_context(load_model(tiny_ner_model), 1.0)
+    save_model(model, tmp_path / "model")
+    data = write_head(shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2", tmp_path / "dev.iob2", 300)
+    sentences = load_corpus(data, kind="span").sentences
+    expected = labels(model, [s.tokens for s in sentences], documents=document_ids(sentences))
+    for fmt in ("conll", "jsonl"):
+        out = tmp_path / f"out.{fmt}"
+        result = runner.invoke(app, ["tag", "--model", str(tmp_path / "model"), "--input", str(data), "--input-format",
+                                     "columns", "--output-format", fmt, "--output", str(out), "--batch", "7"])
+        assert result.exit_code == 0, result.output
+        if fmt == "conll":
+            tagged = [[line.split("\t")[-1] for line in block.splitlines() if not line.startswith("#")]
+                      for block in out.read_text(encoding="utf-8").strip().split("\n\n")]
+        else:
+            records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+            tagged = [[t["label"] for t in r["tokens"]] for r in records]
+            for record, sentence in zip(records, sentences):
+                text = " ".join(sentence.tokens)
+                assert [text[t["start"]:t["end"]] for t in record["tokens"]] == list(sentence.tokens)
+                assert all(text[e["start"]:e["end"]] == e["text"] for e in record["entities"])
+        assert tagged == expected, fmt
+    assert expected != labels(model, [s.tokens for s in sentences])
