@@ -125,7 +125,7 @@ def build(name: str, reuse: bool = False) -> dict:
             r.metrics["test"] = {t: v for t, v in evaluate_model(r.model, splits["test"].examples).items() if t in tasks}
         context = ContextConfig(weight=CONTEXT[name]) if name in CONTEXT else None
         full = Ensemble([r.model for r in results], tasks, context)
-        metrics = {split: evaluate_model(full, splits[split].examples, splits[split].documents) for split in ("dev", "test")}
+        metrics = {split: evaluate_model(full, splits[split].examples) for split in ("dev", "test")}
         metrics.update(train_sentences=len(splits["train"].examples),
                        train_seconds=sum(r.metrics.get("train_seconds", 0) for r in results))
         save = lambda half: save_ensemble([r.model for r in results], staging, tasks, half,  # noqa: E731
@@ -134,15 +134,13 @@ def build(name: str, reuse: bool = False) -> dict:
     else:
         result = train_run(name, {}, ROOT / "runs" / name, splits, reuse)
         metrics = dict(result.metrics)
-        if result.model.config.context.weight:  # training scored dev sentence by sentence
-            metrics["dev"] = evaluate_model(result.model, splits["dev"].examples, splits["dev"].documents)
-        metrics["test"] = evaluate_model(result.model, splits["test"].examples, splits["test"].documents)
+        metrics["test"] = evaluate_model(result.model, splits["test"].examples)
         save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
         curve = ROOT / "runs" / name / "training-curve.png"
     metrics["alignment"] = {split: {"aligned": a.aligned, "token_mismatch": a.token_mismatch, "unmatched": a.unmatched}
                             for split, a in splits.items()}
     save(True)
-    half_test = evaluate_model(load_model(staging), splits["test"].examples, splits["test"].documents)
+    half_test = evaluate_model(load_model(staging), splits["test"].examples)
     same = all(abs(_main(half_test[t]) - _main(metrics["test"][t])) < 5e-4 for t in metrics["test"])
     if not same:
         save(False)

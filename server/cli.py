@@ -248,8 +248,8 @@ def client_tag_file(
     from server.convert import document_from_pb
     from tagger_proto.v1 import tagger_pb2 as pb
     from tagger.corpus import CorpusError
-    from tagger.readers.documents import read_documents
-    from tagger.output import FORMATS, write_document
+    from tagger.readers.documents import group_documents, read_documents
+    from tagger.output import FORMATS, split_sentences, write_document
     from tagger.writers import atomic_output
 
     if output_format not in FORMATS:
@@ -257,14 +257,16 @@ def client_tag_file(
         raise typer.Exit(2)
     if input_format == "auto" and input.suffix in (".conllu", ".conll", ".iob2"):
         input_format = "conllu" if input.suffix == ".conllu" else "columns"
-    pending: collections.deque = collections.deque()  # (id, text, source, sent) in input order
+    pending: collections.deque = collections.deque()  # (items, sent) in input order
 
-    def requests():
-        for doc_id, text, source in read_documents(input, input_format):
+    def requests():  # a corpus's document in one request (document context), in parts of ~5,000 tokens
+        for run in group_documents(read_documents(input, input_format), max_tokens=5_000):
+            doc_id, text, source = run[0]
             sent = source is not None or text != ""  # empty lines are answered here, not sent
-            pending.append((doc_id, text, source, sent))
+            pending.append((run, sent))
             if source is not None:
-                yield make_request(tokens=[source.tokens], request_id=str(doc_id), models=model or (), scores=scores)
+                yield make_request(tokens=[s.tokens for _, _, s in run], request_id=str(doc_id), models=model or (),
+                                   scores=scores)
             elif sent:
                 yield make_request(text=text, request_id=str(doc_id), models=model or (), scores=scores)
 
@@ -274,14 +276,21 @@ def client_tag_file(
             bar = tqdm(desc="tagging", unit="doc", disable=not sys.stderr.isatty())
 
             def write(item, response=None):
-                doc_id, text, source, _ = item
-                text = text if source is None else " ".join(source.tokens)
-                document = document_from_pb(response or pb.TagResponse(), text)
-                write_document(handle, output_format, doc_id, document, tasks, source)
-                bar.update()
+                run, _ = item
+                doc_id, text, source = run[0]
+                if source is None:
+                    write_document(handle, output_format, doc_id, document_from_pb(response or pb.TagResponse(), text),
+                                   tasks, None)
+                    bar.update()
+                    return
+                joined = "\n".join(" ".join(s.tokens) for _, _, s in run)
+                parts = split_sentences(document_from_pb(response, joined))
+                for (doc_id, _, source), part in zip(run, parts, strict=True):
+                    write_document(handle, output_format, doc_id, part, tasks, source)
+                bar.update(len(run))
 
             for response in client.tag_stream(requests()):
-                while not pending[0][3]:
+                while not pending[0][1]:
                     write(pending.popleft())
                 write(pending.popleft(), response)
             while pending:

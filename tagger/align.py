@@ -19,15 +19,14 @@ class Alignment:
         aligned: sentences found in every corpus with the same id and the same tokens.
         token_mismatch: same id, different tokens (kept apart, each with its own labels).
         unmatched: sentences of some corpus with no partner by id.
-        documents: the document of each example (for document context): the first corpus's
-            ``newdoc`` marks; an example without them is a document of its own.
+
+    An example's ``document`` comes from the first corpus's ``newdoc`` marks.
     """
 
     examples: list[Example]
     aligned: int
     token_mismatch: int
     unmatched: int
-    documents: list[int]
 
 
 def align(corpora: Mapping[str, Sequence[Sentence]]) -> Alignment:
@@ -36,7 +35,8 @@ def align(corpora: Mapping[str, Sequence[Sentence]]) -> Alignment:
     by_id = {task: {s.sent_id: s for s in corpora[task] if s.sent_id} for task in tasks[1:]}
     used: dict[str, set[str]] = {task: set() for task in tasks[1:]}
     examples, aligned, mismatch = [], 0, 0
-    for sentence in corpora[tasks[0]]:
+    documents = document_ids(corpora[tasks[0]]) or [None] * len(corpora[tasks[0]])
+    for sentence, document in zip(corpora[tasks[0]], documents):
         labels = {tasks[0]: sentence.labels}
         for task in tasks[1:]:
             partner = by_id[task].get(sentence.sent_id) if sentence.sent_id else None
@@ -48,12 +48,10 @@ def align(corpora: Mapping[str, Sequence[Sentence]]) -> Alignment:
             labels[task] = partner.labels
             used[task].add(partner.sent_id)  # type: ignore[arg-type]
         aligned += len(labels) == len(tasks)
-        examples.append(Example(sentence.tokens, {k: v for k, v in labels.items() if v is not None}))
+        examples.append(Example(sentence.tokens, {k: v for k, v in labels.items() if v is not None}, document))
     unmatched = len(corpora[tasks[0]]) - sum(1 for e in examples if len(e.labels) > 1)
     for task in tasks[1:]:
         rest = [s for s in corpora[task] if s.sent_id not in used[task]]
         unmatched += len(rest)
         examples += [Example(s.tokens, {task: s.labels}) for s in rest if s.labels is not None]
-    documents = document_ids(corpora[tasks[0]]) or list(range(len(corpora[tasks[0]])))
-    documents += range(max(documents, default=-1) + 1, max(documents, default=-1) + 1 + len(examples) - len(documents))
-    return Alignment(examples, aligned, mismatch, unmatched, documents)
+    return Alignment(examples, aligned, mismatch, unmatched)

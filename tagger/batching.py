@@ -41,10 +41,12 @@ def casing(token: str) -> int:
 @dataclass(frozen=True)
 class Example:
     """Tokens and, for training and evaluation, labels per task (IOB2 for span tasks).
-    A task missing from ``labels`` is not trained on for this sentence."""
+    A task missing from ``labels`` is not trained on for this sentence. ``document``: the
+    document the sentence belongs to (for document context), None if unknown."""
 
     tokens: tuple[str, ...]
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    document: int | None = None
 
 
 @dataclass

@@ -12,15 +12,12 @@ import sys
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from tagger.config import ConfigError, ContextConfig, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
+from tagger.config import ConfigError, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
 from tagger.corpus import CorpusError, Sentence, document_ids
-
-if TYPE_CHECKING:
-    from tagger.predict import Document
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="BiLSTM-CRF part-of-speech and named-entity tagger.")
@@ -124,8 +121,7 @@ def evaluate(
     try:
         loaded = load_model(model)
         if context_weight is not None:
-            loaded.config = loaded.config.model_copy(update={"context": ContextConfig(
-                weight=context_weight, capitalized_only=loaded.config.context.capitalized_only)})
+            loaded.config = loaded.config.with_context(weight=context_weight)
         corpus_format = _format(fmt, token_column, label_column, scheme)
         tasks = {t.name: t.kind for t in loaded.config.model.tasks}
         name = task or _pick_task(tasks, str(data), corpus_format)
@@ -171,7 +167,7 @@ def ensemble(
         loaded = [load_model(m) for m in members]
         if any(len(m.members) > 1 for m in loaded):
             raise UserError("an ensemble cannot be a member of another; list its members instead")
-        context = None if context_weight is None else ContextConfig(weight=context_weight)
+        context = None if context_weight is None else loaded[0].config.with_context(weight=context_weight).context
         save_ensemble(loaded, output, task or None, half=not full, context=context)
     except (ArtifactError, UserError, ValueError, OSError) as error:
         _fail(error)
@@ -215,7 +211,8 @@ def tag(
     output: Annotated[Optional[Path], typer.Option("--output", help="output file (default: stdout)")] = None,
     output_format: Annotated[str, typer.Option("--output-format", help="jsonl, conllu or conll")] = "jsonl",
     input_format: Annotated[str, typer.Option("--input-format", help="auto (JSONL or plain text lines), text, jsonl, conllu or columns")] = "auto",
-    batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per batch")] = 256,
+    batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per batch (a tokenized corpus: "
+                                                 "sentences, or its documents for a model with document context)")] = 256,
     no_scores: Annotated[bool, typer.Option("--no-scores", help="skip confidences (faster)")] = False,
     engine: Annotated[str, typer.Option("--engine", help="local, or ray: many files (a file, directory or glob as --input) "
                                         "tagged on Ray into JSONL shards in the directory --output")] = "local",
@@ -236,22 +233,23 @@ def tag(
     from tqdm import tqdm
 
     from tagger.artifact import ArtifactError
-    from tagger.output import write_document
+    from tagger.output import split_sentences, write_document
     from tagger.predict import Tagger
-    from tagger.readers.documents import read_documents
+    from tagger.readers.documents import group_documents, read_documents
     from tagger.writers import atomic_output
 
     if output_format not in ("jsonl", "conllu", "conll"):
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
     try:
         tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
-        documents = _by_document(read_documents(input, input_format))
+        together = tagger.model.config.context.weight > 0  # document context: a document's sentences in one call
+        documents = group_documents(read_documents(input, input_format), together)
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
             while chunk := list(islice(documents, batch_documents)):
-                if chunk[0][0][1] is None:  # tokenized sentences, a document's together (document context)
+                if chunk[0][0][1] is None:  # tokenized sentences
                     merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores=not no_scores)
-                    tagged = [sentence for document in merged for sentence in _per_sentence(document)]
+                    tagged = [sentence for document in merged for sentence in split_sentences(document)]
                 else:
                     tagged = tagger.tag_texts([run[0][1] for run in chunk], scores=not no_scores)  # type: ignore[misc]
                 items = [item for run in chunk for item in run]
@@ -261,40 +259,6 @@ def tag(
             bar.close()
     except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError) as error:
         _fail(error)
-
-
-def _by_document(items: Iterator[tuple[Any, str | None, Sentence | None]]
-                 ) -> Iterator[list[tuple[Any, str | None, Sentence | None]]]:
-    """Group ``read_documents`` items: a raw text alone; tokenized sentences with the rest of
-    their document (up to the next ``newdoc`` mark), or alone if the corpus marks none."""
-    run: list[tuple[Any, str | None, Sentence | None]] = []
-    marked = False
-    for item in items:
-        sentence = item[2]
-        marked = marked or bool(sentence and sentence.newdoc)
-        if run and (sentence is None or not marked or sentence.newdoc):
-            yield run
-            run = []
-        run.append(item)
-    if run:
-        yield run
-
-
-def _per_sentence(document: Document) -> list[Document]:
-    """Split a document of pre-tokenized sentences into one per sentence, each with the
-    offsets :meth:`Tagger.tag_tokens` gives a sentence tagged alone."""
-    from dataclasses import replace
-
-    from tagger.predict import Document
-
-    out = []
-    for sentence in document.sentences:
-        base = sentence.start
-        tokens = [replace(t, start=t.start - base, end=t.end - base) for t in sentence.tokens]
-        entities = [replace(e, start=e.start - base, end=e.end - base) for e in sentence.entities]
-        out.append(Document(document.text[sentence.start:sentence.end],
-                            [replace(sentence, start=0, end=sentence.end - base, tokens=tokens, entities=entities)]))
-    return out
 
 
 def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool,

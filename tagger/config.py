@@ -110,6 +110,12 @@ class TaggerConfig(_Strict):
     train: TrainConfig = TrainConfig()
     context: ContextConfig = ContextConfig()
 
+    def with_context(self, **changes: Any) -> "TaggerConfig":
+        """A deep copy with ``context`` fields changed (``weight=0.5``), validated."""
+        copy = self.model_copy(deep=True)
+        copy.context = ContextConfig.model_validate({**self.context.model_dump(), **changes})
+        return copy
+
 
 class ConfigError(ValueError):
     """A config file or override that does not validate."""

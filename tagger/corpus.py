@@ -40,13 +40,16 @@ class Sentence:
 
 
 def document_ids(sentences: Sequence[Sentence]) -> list[int] | None:
-    """The document index of each sentence, from the ``newdoc`` marks; None for a corpus
-    that marks no documents (its sentences' context is unknown, so each stands alone)."""
+    """The document index of each sentence, from the ``newdoc`` marks: a mark starts a
+    document that runs to the next mark. None for a corpus that marks no documents, and
+    sentences before the first mark get one each (their context is unknown, so each
+    stands alone; :func:`tagger.readers.documents.group_documents` streams the same way)."""
     if not any(s.newdoc for s in sentences):
         return None
-    ids, current = [], 0
-    for i, sentence in enumerate(sentences):
-        current += sentence.newdoc and i > 0
+    ids, current, marked = [], -1, False
+    for sentence in sentences:
+        marked = marked or sentence.newdoc
+        current += sentence.newdoc or not marked
         ids.append(current)
     return ids
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tagger.batching import Example
 from tagger.config import CorpusFormat, TaggerConfig, TaskConfig
+from tagger.corpus import document_ids
 from tagger.readers import detect_format, load_corpus
 
 
@@ -46,6 +47,7 @@ def task_examples(train: str | Path, dev: str | Path, cfg: TaggerConfig,
         for name, sentences in corpora.items():
             if [s.tokens for s in sentences] != [s.tokens for s in first]:
                 raise DatasetError(f"{path}: the tokens read for task {name} differ from the other tasks'")
-        merged[split] = [Example(s.tokens, {name: corpora[name][i].labels for name in corpora})
+        documents = document_ids(first) or [None] * len(first)
+        merged[split] = [Example(s.tokens, {name: corpora[name][i].labels for name in corpora}, documents[i])
                          for i, s in enumerate(first)]
     return merged["train"], merged["dev"]

@@ -85,7 +85,7 @@ class Ensemble(Model):
         tasks = list(tasks or members[0].tasks)
         _check_members(members, tasks)
         first = restrict(members[0], tasks)
-        config = first.config if context is None else first.config.model_copy(update={"context": context})
+        config = first.config if context is None else first.config.with_context(**context.model_dump())
         super().__init__(config, first.featurizer, first.network)
         self._members = list(members)
         self._decoders = averaged_decoders(self._members, tasks)

@@ -5,6 +5,7 @@ Shared by ``tagger tag`` and the service's client, so both write the same files.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import IO, Any
 
 from tagger.corpus import Sentence
@@ -54,6 +55,20 @@ def document_sentences(document: Document, tasks: list[str], source: Sentence | 
         sentences.append(Sentence(tuple(t.text for t in sentence.tokens), labels, text=text, rows=tuple(rows),
                                   comments=source.comments if source is not None else ()))
     return sentences
+
+
+def split_sentences(document: Document) -> list[Document]:
+    """Split a document of pre-tokenized sentences (``Tagger.tag_tokens``) into one document
+    per sentence, with the offsets a sentence tagged alone gets (into its tokens joined by
+    spaces)."""
+    out = []
+    for sentence in document.sentences:
+        base = sentence.start
+        tokens = [replace(t, start=t.start - base, end=t.end - base) for t in sentence.tokens]
+        entities = [replace(e, start=e.start - base, end=e.end - base) for e in sentence.entities]
+        out.append(Document(document.text[sentence.start:sentence.end],
+                            [replace(sentence, start=0, end=sentence.end - base, tokens=tokens, entities=entities)]))
+    return out
 
 
 def write_document(handle: IO[str], output_format: str, doc_id: Any, document: Document, tasks: list[str],

@@ -252,8 +252,9 @@ class Tagger:
         return self.tag_documents(texts, scores)
 
     def tag_tokens(self, sentences: Sequence[Sequence[str]], scores: bool = True) -> Document:
-        """Tag pre-tokenized sentences. Offsets index into the document text made by joining
-        each sentence's tokens with single spaces and the sentences with newlines."""
+        """Tag pre-tokenized sentences, one document (for document context). Offsets index into
+        the document text made by joining each sentence's tokens with single spaces and the
+        sentences with newlines."""
         return self.tag_documents([sentences], scores)[0]
 
     def tokenize(self, texts: Sequence[str]) -> list[TokenizedText]:
@@ -262,7 +263,8 @@ class Tagger:
 
     def tag_documents(self, documents: Sequence[str | TokenizedText | Sequence[Sequence[str]]],
                       scores: bool = True) -> list[Document]:
-        """Tag a mix of raw texts, tokenized texts and pre-tokenized documents in one batched pass.
+        """Tag a mix of raw texts, tokenized texts and pre-tokenized documents in one batched pass;
+        each is one document for document context.
 
         Args:
             documents: each a raw text (tokenized here), a :class:`TokenizedText`, or a list
@@ -285,8 +287,8 @@ class Tagger:
             else:
                 prepared.append(_positioned(document))
         flat = [[t[0] for t in sentence] for _, sentences in prepared for sentence in sentences]
-        documents = [k for k, (_, sentences) in enumerate(prepared) for _ in sentences]
-        predictions = iter(predict(self.model, flat, scores=scores, encoder=self._encoder, documents=documents))
+        doc_ids = [k for k, (_, sentences) in enumerate(prepared) for _ in sentences]
+        predictions = iter(predict(self.model, flat, scores=scores, encoder=self._encoder, documents=doc_ids))
         return [Document(text, [self._sentence(text, s, next(predictions)) for s in sentences])
                 for text, sentences in prepared]
 

@@ -49,10 +49,12 @@ class BiLSTMTaggerComponent:
                 indices = [t.i for t in sentence if not t.is_space]
                 if indices:
                     pieces.append((d, indices))
-        tokens = [[docs[d][i].text for i in indices] for d, indices in pieces]
-        document = self.tagger.tag_tokens(tokens, scores=False)
+        per_doc: list[list[list[str]]] = [[] for _ in docs]  # each Doc is one document (document context)
+        for d, indices in pieces:
+            per_doc[d].append([docs[d][i].text for i in indices])
+        tagged = self.tagger.tag_documents(per_doc, scores=False)
         entities: list[list[Span]] = [[] for _ in docs]
-        for (d, indices), sentence in zip(pieces, document.sentences):
+        for (d, indices), sentence in zip(pieces, [s for document in tagged for s in document.sentences], strict=True):
             doc = docs[d]
             for i, token in zip(indices, sentence.tokens):
                 if "upos" in token.labels:

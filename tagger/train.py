@@ -90,10 +90,10 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
     return words, Vocab.build(char_counts), labels, table, pretrained
 
 
-def evaluate_model(model: Model, data: Sequence[Example], documents: Sequence[int] | None = None
-                   ) -> dict[str, dict[str, Any]]:
-    """Per-task reports on labelled examples (each task on the examples that carry it);
-    ``documents``: each example's document, for a model with document context."""
+def evaluate_model(model: Model, data: Sequence[Example]) -> dict[str, dict[str, Any]]:
+    """Per-task reports on labelled examples (each task on the examples that carry it),
+    with the examples' documents for a model with document context."""
+    documents = [e.document if e.document is not None else -1 - i for i, e in enumerate(data)]  # unknown: alone
     predictions = predict(model, [e.tokens for e in data], scores=False, documents=documents)
     reports = {}
     for task in model.config.model.tasks:

@@ -39,6 +39,29 @@ def read_documents(path: str | Path | None, input_format: str = "auto") -> Itera
     yield from parse_documents((line for _, line in lines), str(path) if path else "<stdin>", input_format)
 
 
+Item = tuple[Any, str | None, Sentence | None]  # (id, text, sentence), see read_documents
+
+
+def group_documents(items: Iterable[Item], together: bool = True, max_tokens: int = 20_000) -> Iterator[list[Item]]:
+    """Group :func:`read_documents` items into what is tagged as one document: a raw text
+    alone; a tokenized sentence with the rest of its document (up to the next ``newdoc``
+    mark) when ``together``, else alone. Sentences before a corpus's first mark stand alone,
+    as in :func:`tagger.corpus.document_ids`; a document of over ``max_tokens`` tokens is cut
+    into parts of about that size, so memory stays bounded."""
+    run: list[Item] = []
+    tokens, marked = 0, False
+    for item in items:
+        sentence = item[2]
+        marked = marked or bool(sentence is not None and sentence.newdoc)
+        if run and (sentence is None or not together or not marked or sentence.newdoc or tokens >= max_tokens):
+            yield run
+            run, tokens = [], 0
+        run.append(item)
+        tokens += len(sentence.tokens) if sentence is not None else 0
+    if run:
+        yield run
+
+
 def parse_documents(lines: Iterable[str], name: str, input_format: str = "auto"
                     ) -> Iterator[tuple[Any, str, None]]:
     """The raw documents of text or JSONL ``lines`` (``name`` for errors), as :func:`read_documents`."""

@@ -47,7 +47,7 @@ def test_sigterm_lets_in_flight_requests_finish(process):
     assert lines[-1]["message"] == "stopped"
 
 
-def test_client_cli_tag_and_tag_file(process, tmp_path, shared_data):
+def test_client_cli_tag_and_tag_file(process, models_dir, tmp_path, shared_data):
     _, address, _ = process
     runner = CliRunner()
     result = runner.invoke(app, ["client", "tag", "--server", address, "--text", "Angela Merkel visited Paris ."])
@@ -80,6 +80,12 @@ def test_client_cli_tag_and_tag_file(process, tmp_path, shared_data):
     assert [s.sent_id for s in tagged] == [s.sent_id for s in gold]
     assert [s.tokens for s in tagged] == [s.tokens for s in gold]
     assert all("ner=" in row[9] for s in tagged for row in s.rows)
+    from tagger.artifact import load_model
+    from tagger.corpus import document_ids
+    from tagger.predict import tag_corpus
+    # a document's sentences go in one request (for document context), split back per sentence
+    expected = tag_corpus(load_model(models_dir / "ner"), [s.tokens for s in gold], "ner", document_ids(gold))
+    assert [[row[9].split("ner=")[1].split("|")[0] for row in s.rows] for s in tagged] == expected
 
 
 def test_client_cli_reports_errors_and_requests_are_logged(process):

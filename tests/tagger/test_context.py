@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +20,10 @@ from tagger.corpus import document_ids
 from tagger.ensemble import Ensemble, save_ensemble
 from tagger.predict import predict
 from tagger.readers import load_corpus
+from tagger.readers.documents import group_documents
+from tagger.runtime import OnnxEncoder, onnx_available
 
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
 
@@ -31,8 +35,8 @@ def dev(shared_data):
     return [s.tokens for s in sentences], document_ids(sentences)
 
 
-def with_context(model, weight, capitalized_only=True):
-    model.config = model.config.model_copy(update={"context": ContextConfig(weight=weight, capitalized_only=capitalized_only)})
+def with_context(model, weight):
+    model.config = model.config.with_context(weight=weight)
     return model
 
 
@@ -57,6 +61,19 @@ def test_documents_come_from_docstart_lines_in_conll2003(write_file):
 def test_a_corpus_without_marks_has_no_documents(write_file):
     sentences = load_corpus(write_file("c.tsv", "Paris\tB-LOC\n\nBonn\tB-LOC\n"), kind="span").sentences
     assert document_ids(sentences) is None
+
+
+def test_sentences_before_the_first_mark_stand_alone_when_read_and_when_streamed(write_file):
+    path = write_file("c.tsv", "# sent_id = a\nParis\tB-LOC\n\nBonn\tB-LOC\n\n# newdoc id = d1\nRome\tB-LOC\n\n"
+                      "Oslo\tB-LOC\n\n# newdoc\nLima\tB-LOC\n")
+    sentences = load_corpus(path, kind="span").sentences
+    assert document_ids(sentences) == [0, 1, 2, 2, 3]
+    items = [(i, None, s) for i, s in enumerate(sentences)]
+    assert [[i for i, _, _ in run] for run in group_documents(items)] == [[0], [1], [2, 3], [4]]
+    assert [[i for i, _, _ in run] for run in group_documents(items, together=False)] == [[0], [1], [2], [3], [4]]
+    assert [[i for i, _, _ in run] for run in group_documents(items, max_tokens=1)] == [[0], [1], [2], [3], [4]]
+    texts = [(1, "Rome.", None), (2, "Oslo.", None)]
+    assert list(group_documents(texts)) == [[texts[0]], [texts[1]]]
 
 
 def test_pooling_moves_repeated_capitalized_words_toward_their_document_mean():
@@ -84,15 +101,16 @@ def by_hand(model, sentences, documents, context):
         rows = []
         for tokens in sentences:
             batch = model.featurizer.batch([Example(tuple(tokens))], with_labels=False)
-            rows.append(model.network(batch.words, batch.chars, batch.char_index, batch.mask)["ner"][0])
+            rows.append(model.network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)["ner"][0])
         pooled = pool_emissions(sentences, rows, documents, context)
-        out = []
+        out, marginals = [], []
         for tokens, emission in zip(sentences, pooled):
-            tags, _ = model.network.decode({"ner": emission[None]}, torch.ones(1, len(tokens), dtype=torch.bool),
-                                           False)["ner"]
+            tags, probs = model.network.decode({"ner": emission[None]}, torch.ones(1, len(tokens), dtype=torch.bool),
+                                               True)["ner"]
             items = model.featurizer.labels["ner"].items
             out.append(model.featurizer.decode_labels("ner", [items[t] for t in tags[0].tolist()]))
-        return out, rows, pooled
+            marginals.append(probs[0].tolist())
+        return out, rows, pooled, marginals
 
 
 def labels(model, sentences, **kwargs):
@@ -103,13 +121,40 @@ def test_predict_pools_over_documents_then_decodes(tiny_ner_model, dev):
     sentences, documents = dev
     model = with_context(load_model(tiny_ner_model), 1.0)
     got = labels(model, sentences, documents=documents, batch_size=64)  # several padded batches
-    expected, rows, pooled = by_hand(model, sentences, documents, model.config.context)
+    expected, rows, pooled, marginals = by_hand(model, sentences, documents, model.config.context)
     assert got == expected
     assert sum(not torch.equal(a, b) for a, b in zip(rows, pooled)) > 20  # the documents repeat names
+    scored = predict(model, sentences[:80], documents=documents[:80])
+    by_hand_scores = by_hand(model, sentences[:80], documents[:80], model.config.context)[3]
+    for prediction, probs in zip(scored, by_hand_scores):
+        assert prediction["ner"].scores == pytest.approx(probs, abs=1e-4)  # float32 sums, batched or not
     plain = labels(with_context(load_model(tiny_ner_model), 0.0), sentences)
     assert plain != got
     alone = labels(model, sentences)  # no documents: each sentence is its own
     assert alone == by_hand(model, sentences, list(range(len(sentences))), model.config.context)[0]
+    with_empty = [sentences[0], [], *sentences[1:40], []]
+    docs_empty = [documents[0], documents[0], *documents[1:40], documents[39]]
+    got_empty = labels(model, with_empty, documents=docs_empty)
+    assert got_empty[1] == got_empty[-1] == [] and [g for g in got_empty if g] == labels(model, sentences[:40],
+                                                                                        documents=documents[:40])
+
+
+@pytest.mark.skipif(not onnx_available(), reason="the onnx extra is not installed")
+def test_the_onnx_backend_pools_like_torch(tiny_ner_model, dev):
+    sentences, documents = dev
+    model = with_context(load_model(tiny_ner_model), 1.0)
+    assert labels(model, sentences, documents=documents, encoder=OnnxEncoder(model.network)) == labels(
+        model, sentences, documents=documents)
+
+
+def test_tag_tasks_keep_their_scores(dev):
+    """The joint model's NER head pools; its POS heads do not."""
+    sentences, documents = dev
+    plain = predict(load_model(ROOT / "models" / "en-joint"), sentences, documents=documents)
+    pooled = predict(with_context(load_model(ROOT / "models" / "en-joint"), 1.0), sentences, documents=documents)
+    for task in ("upos", "xpos"):
+        assert [p[task] for p in pooled] == [p[task] for p in plain]
+    assert [p["ner"].scores for p in pooled] != [p["ner"].scores for p in plain]
 
 
 def test_the_tagger_takes_each_text_as_one_document(tiny_ner_model, dev):
@@ -134,6 +179,11 @@ def test_an_ensemble_keeps_its_own_context(tiny_ner_model, tiny_ner_model_seed2,
     sentences, documents = dev
     assert labels(loaded, sentences, documents=documents) == labels(
         Ensemble(members, context=ContextConfig(weight=0.5)), sentences, documents=documents)
+    del spec["context"]  # without one, member 1's applies
+    (tmp_path / "e" / "ensemble.json").write_text(json.dumps(spec))
+    assert load_model(tmp_path / "e").config.context.weight == 0.0
+    save_model(with_context(load_model(tiny_ner_model), 0.25), tmp_path / "e" / "member-1")
+    assert load_model(tmp_path / "e").config.context.weight == 0.25
     (tmp_path / "e" / "metrics.json").write_text(json.dumps({"dev": {}, "test": {}}))
     assert "Document context: the span-task scores of a capitalized word" in render_card(tmp_path / "e")
     spec["context"] = {"weight": 1.5}
@@ -146,7 +196,15 @@ def test_the_context_weight_is_validated_and_old_configs_load_without_it():
     assert load_config(overrides={"context.weight": 0.5}).context.weight == 0.5
     with pytest.raises(ConfigError, match="context.weight"):
         load_config(overrides={"context.weight": 1.5})
-    assert load_config().model_dump(exclude={"context"}) and load_config().context.weight == 0.0
+    with pytest.raises(ValueError, match="weight"):
+        load_config().with_context(weight=-0.1)
+    config = load_config()
+    changed = config.with_context(weight=0.5, capitalized_only=False)
+    assert (config.context.weight, changed.context.weight, changed.context.capitalized_only) == (0.0, 0.5, False)
+    assert changed.model is not config.model  # a deep copy
+    saved = json.loads((ROOT / "models" / "en-pos" / "config.json").read_text())
+    assert "context" not in saved  # written before document context existed
+    assert load_model(ROOT / "models" / "en-pos").config.context == ContextConfig()
 
 
 def test_evaluate_reports_the_documents_and_weight(tiny_ner_model, shared_data):
@@ -164,6 +222,29 @@ def test_evaluate_reports_the_documents_and_weight(tiny_ner_model, shared_data):
     assert "document context: weight 1, 318 documents" in result.stdout
     bad = runner.invoke(app, ["evaluate", "--model", str(tiny_ner_model), "--data", str(data), "--context-weight", "2"])
     assert bad.exit_code != 0 and "context-weight" in bad.output
+
+
+def test_a_spacy_pipe_keeps_each_doc_apart(tiny_ner_model, shared_data, tmp_path):
+    import spacy
+
+    save_model(with_context(load_model(tiny_ner_model), 1.0), tmp_path / "model")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("bilstm_tagger", config={"model": str(tmp_path / "model"), "batch_size": 8})
+    sentences = load_corpus(shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2", kind="span").sentences[:400]
+    texts: dict[int, list[str]] = {}
+    for sentence, document in zip(sentences, document_ids(sentences)):
+        texts.setdefault(document, []).append(sentence.text)
+    texts = [" ".join(t) for t in texts.values()]
+    docs = list(nlp.pipe(texts))
+    tagger = Tagger.load(tmp_path / "model")
+    piped = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
+    assert piped == [[(e.start, e.end, e.label) for s in tagger.tag(t).sentences for e in s.entities] for t in texts]
+    words = [[[t.text for t in s if not t.is_space] for s in doc.sents] for doc in docs]
+    merged = [tagger.tag_tokens([s for doc in words[k:k + 8] for s in doc]) for k in range(0, len(words), 8)]
+    separate = [tagger.tag_tokens(doc) for doc in words]
+    assert [e.label for d in merged for s in d.sentences for e in s.entities] != \
+        [e.label for d in separate for s in d.sentences for e in s.entities]  # pooling across Docs would show
 
 
 def test_tag_keeps_a_corpus_document_together(tiny_ner_model, shared_data, write_head, tmp_path):
