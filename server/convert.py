@@ -60,7 +60,7 @@ def document_from_pb(response: pb.TagResponse, text: str) -> Document:
 def model_info(entry: ModelEntry, default: bool) -> pb.ModelInfo:
     labels = entry.tagger.labels
     return pb.ModelInfo(
-        name=entry.name, version=entry.version, default=default,
+        name=entry.name, version=entry.version, default=default, context_weight=entry.tagger.context_weight,
         tasks=[pb.TaskInfo(name=task, kind=kind, labels=labels[task], test_metrics=entry.test_metrics.get(task, {}))
                for task, kind in entry.tasks.items()],
     )

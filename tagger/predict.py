@@ -235,6 +235,11 @@ class Tagger:
         return dict(self._kinds)
 
     @property
+    def context_weight(self) -> float:
+        """The model's document context weight (:mod:`tagger.context`); 0: sentences alone."""
+        return self.model.config.context.weight
+
+    @property
     def labels(self) -> dict[str, list[str]]:
         """Task name -> output labels (IOB2 for span tasks)."""
         out = {}

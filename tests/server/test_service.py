@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import shutil
 import time
 import urllib.request
 
@@ -236,3 +237,30 @@ def test_draining_reports_not_serving_then_refuses(loop_thread, models_dir):
             with pytest.raises(grpc.RpcError) as error:
                 client.tag("Refused .", timeout=3)
             assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_request_is_one_document_for_document_context(loop_thread, models_dir, tmp_path, shared_data):
+    """A model with document context reads a request's sentences together; ListModels says so."""
+    from tagger.artifact import load_model, save_model
+    from tagger.corpus import document_ids
+    from tagger.predict import predict
+    from tagger.readers import load_corpus
+
+    model = load_model(models_dir / "ner")
+    model.config = model.config.with_context(weight=1.0)
+    served = tmp_path / "served"
+    shutil.copytree(models_dir / "pos", served / "pos")
+    save_model(model, served / "ner")
+    sentences = load_corpus(shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2", kind="span").sentences[:300]
+    ids = document_ids(sentences)
+    documents: dict[int, list[list[str]]] = {}
+    for sentence, document in zip(sentences, ids):
+        documents.setdefault(document, []).append(list(sentence.tokens))
+    with running_server(loop_thread, served) as running, TaggerClient(f"127.0.0.1:{running.port}") as client:
+        weights = {m.name: m.context_weight for m in client.list_models().models}
+        assert weights == {"pos": 0.0, "ner": 1.0}
+        got = [[t.labels["ner"].value for t in s.tokens]
+               for tokens in documents.values() for s in client.tag(tokens=tokens, models=["ner"]).sentences]
+    tokens = [s.tokens for s in sentences]
+    assert got == [p["ner"].labels for p in predict(model, tokens, scores=False, documents=ids)]
+    assert got != [p["ner"].labels for p in predict(model, tokens, scores=False)]
