@@ -259,8 +259,8 @@ def client_tag_file(
         input_format = "conllu" if input.suffix == ".conllu" else "columns"
     pending: collections.deque = collections.deque()  # (items, sent) in input order
 
-    def requests():  # a corpus's document in one request (document context), in parts of ~5,000 tokens
-        for run in group_documents(read_documents(input, input_format), max_tokens=5_000):
+    def requests():  # for document context, a corpus's document in one request (in parts, see DOCUMENT_TOKENS)
+        for run in group_documents(read_documents(input, input_format), together):
             doc_id, text, source = run[0]
             sent = source is not None or text != ""  # empty lines are answered here, not sent
             pending.append((run, sent))
@@ -272,7 +272,9 @@ def client_tag_file(
 
     try:
         with _client(server, tls_ca, tls_cert, tls_key) as client, atomic_output(output) as handle:
-            tasks = _tasks(client.list_models(), model or ())
+            models = client.list_models()
+            tasks = _tasks(models, model or ())
+            together = any(m.context_weight > 0 for m in _chosen(models, model or ()))
             bar = tqdm(desc="tagging", unit="doc", disable=not sys.stderr.isatty())
 
             def write(item, response=None):
@@ -304,9 +306,14 @@ def client_tag_file(
         raise typer.Exit(2) from None
 
 
+def _chosen(models, names) -> list:
+    """The ModelInfos a request naming ``names`` (none: the defaults) uses."""
+    return [m for m in models.models if (m.name in names if names else m.default)]
+
+
 def _tasks(models, names) -> list[str]:
     """Task names of the models a request uses, in model order (the first is the primary label)."""
-    chosen = [m for m in models.models if (m.name in names if names else m.default)]
+    chosen = _chosen(models, names)
     return [t.name for m in chosen for t in m.tasks]
 
 

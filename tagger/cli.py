@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from tagger.config import ConfigError, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
-from tagger.corpus import CorpusError, Sentence, document_ids
+from tagger.corpus import CorpusError, document_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="BiLSTM-CRF part-of-speech and named-entity tagger.")
@@ -246,7 +244,7 @@ def tag(
         documents = group_documents(read_documents(input, input_format), together)
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
-            while chunk := list(islice(documents, batch_documents)):
+            for chunk in _chunks(documents, batch_documents):
                 if chunk[0][0][1] is None:  # tokenized sentences
                     merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores=not no_scores)
                     tagged = [sentence for document in merged for sentence in split_sentences(document)]
@@ -259,6 +257,20 @@ def tag(
             bar.close()
     except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError) as error:
         _fail(error)
+
+
+def _chunks(runs, size: int, max_tokens: int = 20_000):
+    """Lists of at most ``size`` document runs and (past the first run) ``max_tokens`` tokens."""
+    chunk, tokens = [], 0
+    for run in runs:
+        count = sum(len(s.tokens) for _, _, s in run if s is not None)
+        if chunk and (len(chunk) >= size or tokens + count > max_tokens):
+            yield chunk
+            chunk, tokens = [], 0
+        chunk.append(run)
+        tokens += count
+    if chunk:
+        yield chunk
 
 
 def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool,

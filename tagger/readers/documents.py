@@ -42,22 +42,27 @@ def read_documents(path: str | Path | None, input_format: str = "auto") -> Itera
 Item = tuple[Any, str | None, Sentence | None]  # (id, text, sentence), see read_documents
 
 
-def group_documents(items: Iterable[Item], together: bool = True, max_tokens: int = 20_000) -> Iterator[list[Item]]:
+DOCUMENT_TOKENS = 5_000  # the most tokens of a corpus document tagged as one (``tagger tag``, tag-file)
+
+
+def group_documents(items: Iterable[Item], together: bool = True, max_tokens: int = DOCUMENT_TOKENS
+                    ) -> Iterator[list[Item]]:
     """Group :func:`read_documents` items into what is tagged as one document: a raw text
     alone; a tokenized sentence with the rest of its document (up to the next ``newdoc``
     mark) when ``together``, else alone. Sentences before a corpus's first mark stand alone,
-    as in :func:`tagger.corpus.document_ids`; a document of over ``max_tokens`` tokens is cut
-    into parts of about that size, so memory stays bounded."""
+    as in :func:`tagger.corpus.document_ids`. A document of more than ``max_tokens`` tokens
+    is cut into parts of at most that many (a longer sentence is a part of its own)."""
     run: list[Item] = []
     tokens, marked = 0, False
     for item in items:
         sentence = item[2]
+        size = len(sentence.tokens) if sentence is not None else 0
         marked = marked or bool(sentence is not None and sentence.newdoc)
-        if run and (sentence is None or not together or not marked or sentence.newdoc or tokens >= max_tokens):
+        if run and (sentence is None or not together or not marked or sentence.newdoc or tokens + size > max_tokens):
             yield run
             run, tokens = [], 0
         run.append(item)
-        tokens += len(sentence.tokens) if sentence is not None else 0
+        tokens += size
     if run:
         yield run
 

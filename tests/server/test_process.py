@@ -188,3 +188,29 @@ def _expect_rpc_error(call) -> grpc.StatusCode | None:
     except grpc.RpcError as error:
         return error.code()
     return None
+
+
+def test_client_tag_file_sends_a_document_per_request_to_a_context_model(models_dir, tmp_path, shared_data):
+    from tagger.artifact import load_model, save_model
+    from tagger.corpus import document_ids
+    from tagger.predict import tag_corpus
+    from tagger.readers import load_corpus
+
+    model = load_model(models_dir / "ner")
+    model.config = model.config.with_context(weight=1.0)
+    served = tmp_path / "served"
+    save_model(model, served / "ner")
+    data = tmp_path / "dev.iob2"
+    blocks = (shared_data / "uner-english-ewt" / "en_ewt-ud-dev.iob2").read_text().split("\n\n")[:300]
+    data.write_text("\n\n".join(blocks) + "\n\n")
+    gold = load_corpus(data, kind="span").sentences
+    out = tmp_path / "out.conll"
+    with server_process(served, tmp_path) as (_, address, _):
+        result = CliRunner().invoke(app, ["client", "tag-file", "--server", address, "--input", str(data),
+                                          "--output", str(out), "--output-format", "conll", "--model", "ner"])
+    assert result.exit_code == 0, result.output
+    tagged = [[line.split("\t")[-1] for line in block.splitlines() if not line.startswith("#")]
+              for block in out.read_text().strip().split("\n\n")]
+    tokens = [s.tokens for s in gold]
+    assert tagged == tag_corpus(model, tokens, "ner", document_ids(gold))
+    assert tagged != tag_corpus(model, tokens, "ner")  # sentence by sentence would differ
