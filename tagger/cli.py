@@ -233,7 +233,7 @@ def tag(
     from tagger.artifact import ArtifactError
     from tagger.output import split_sentences, write_document
     from tagger.predict import Tagger
-    from tagger.readers.documents import group_documents, read_documents
+    from tagger.readers.documents import bounded_groups, group_documents, read_documents
     from tagger.writers import atomic_output
 
     if output_format not in ("jsonl", "conllu", "conll"):
@@ -244,7 +244,8 @@ def tag(
         documents = group_documents(read_documents(input, input_format), together)
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
-            for chunk in _chunks(documents, batch_documents):
+            chunks = bounded_groups(documents, _tokens_of, 20_000, lambda _, size: size >= batch_documents)
+            for chunk in chunks:  # --batch documents, and at most 20,000 tokens unless one document is more
                 if chunk[0][0][1] is None:  # tokenized sentences
                     merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores=not no_scores)
                     tagged = [sentence for document in merged for sentence in split_sentences(document)]
@@ -259,18 +260,8 @@ def tag(
         _fail(error)
 
 
-def _chunks(runs, size: int, max_tokens: int = 20_000):
-    """Lists of at most ``size`` document runs and (past the first run) ``max_tokens`` tokens."""
-    chunk, tokens = [], 0
-    for run in runs:
-        count = sum(len(s.tokens) for _, _, s in run if s is not None)
-        if chunk and (len(chunk) >= size or tokens + count > max_tokens):
-            yield chunk
-            chunk, tokens = [], 0
-        chunk.append(run)
-        tokens += count
-    if chunk:
-        yield chunk
+def _tokens_of(run: list) -> int:
+    return sum(len(s.tokens) for _, _, s in run if s is not None)
 
 
 def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool,

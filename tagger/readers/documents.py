@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tagger.config import CorpusFormat
 from tagger.corpus import CorpusError, Sentence, decode_lines, read_lines
@@ -40,6 +40,7 @@ def read_documents(path: str | Path | None, input_format: str = "auto") -> Itera
 
 
 Item = tuple[Any, str | None, Sentence | None]  # (id, text, sentence), see read_documents
+T = TypeVar("T")
 
 
 DOCUMENT_TOKENS = 5_000  # the most tokens of a corpus document tagged as one (``tagger tag``, tag-file)
@@ -52,19 +53,34 @@ def group_documents(items: Iterable[Item], together: bool = True, max_tokens: in
     mark) when ``together``, else alone. Sentences before a corpus's first mark stand alone,
     as in :func:`tagger.corpus.document_ids`. A document of more than ``max_tokens`` tokens
     is cut into parts of at most that many (a longer sentence is a part of its own)."""
-    run: list[Item] = []
-    tokens, marked = 0, False
-    for item in items:
+    marked = False
+
+    def starts_document(item: Item, _: int) -> bool:
+        nonlocal marked
         sentence = item[2]
-        size = len(sentence.tokens) if sentence is not None else 0
         marked = marked or bool(sentence is not None and sentence.newdoc)
-        if run and (sentence is None or not together or not marked or sentence.newdoc or tokens + size > max_tokens):
-            yield run
-            run, tokens = [], 0
-        run.append(item)
-        tokens += size
-    if run:
-        yield run
+        return sentence is None or not together or not marked or sentence.newdoc
+
+    return bounded_groups(items, lambda item: len(item[2].tokens) if item[2] is not None else 0, max_tokens,
+                          starts_document)
+
+
+def bounded_groups(items: Iterable[T], cost: Callable[[T], int], budget: int,
+                   starts_group: Callable[[T, int], bool]) -> Iterator[list[T]]:
+    """Consecutive groups of ``items``: a new group starts where ``starts_group(item, size of
+    the current group)`` says so, or where ``item`` would take the group's ``cost`` past
+    ``budget`` (an item over the budget is a group of its own)."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        count = cost(item)
+        if group and (starts_group(item, len(group)) or total + count > budget):
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += count
+    if group:
+        yield group
 
 
 def parse_documents(lines: Iterable[str], name: str, input_format: str = "auto"
