@@ -38,6 +38,11 @@ def casing(token: str) -> int:
     return 8 if digits else 1
 
 
+def length_mask(lengths: Sequence[int]) -> Tensor:
+    """(B, max length) True on the first ``lengths[b]`` positions of row b."""
+    return torch.arange(max(lengths, default=0)).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+
+
 @dataclass(frozen=True)
 class Example:
     """Tokens and, for training and evaluation, labels per task (IOB2 for span tasks).
@@ -125,8 +130,7 @@ class Featurizer:
         longest = max(map(len, char_rows))
         chars = torch.tensor([ids + [0] * (longest - len(ids)) for ids in char_rows], dtype=torch.long)
         form_casing = torch.tensor([casing(form) for form in forms], dtype=torch.long) if self.casing else None
-        mask = torch.arange(width).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-        batch = Batch(words, chars, char_index, form_casing, mask)
+        batch = Batch(words, chars, char_index, form_casing, length_mask(lengths))
         if with_labels:
             for task, vocab in self.labels.items():
                 present = [task in e.labels for e in examples]

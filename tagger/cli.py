@@ -240,7 +240,7 @@ def tag(
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
     try:
         tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
-        together = tagger.model.config.context.weight > 0  # document context: a document's sentences in one call
+        together = tagger.context_weight > 0  # document context: a document's sentences in one call
         documents = group_documents(read_documents(input, input_format), together)
         with atomic_output(output) as handle:
             bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)

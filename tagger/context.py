@@ -39,6 +39,9 @@ def pool_emissions(sentences: Sequence[Sequence[str]], emissions: Sequence[torch
     Returns:
         New emissions; the inputs are left as they were.
     """
+    weight = config.weight
+    if weight == 0:
+        return list(emissions)
     occurrences: dict[tuple[Hashable, str], list[tuple[int, int]]] = defaultdict(list)
     for i, (tokens, document) in enumerate(zip(sentences, documents, strict=True)):
         for j, token in enumerate(tokens):
@@ -46,9 +49,8 @@ def pool_emissions(sentences: Sequence[Sequence[str]], emissions: Sequence[torch
                 occurrences[(document, token.lower())].append((i, j))
     pooled = list(emissions)
     copied: set[int] = set()
-    weight = config.weight
     for places in occurrences.values():
-        if len(places) < 2 or weight == 0:
+        if len(places) < 2:
             continue
         mean = torch.stack([emissions[i][j] for i, j in places]).mean(0)
         for i, j in places:

@@ -21,7 +21,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from tagger.artifact import Model, load_model
-from tagger.batching import Example, bucketed
+from tagger.batching import Example, bucketed, length_mask
 from tagger.context import pool_emissions
 from tagger.runtime import OnnxEncoder, onnx_available
 from tagger.schemes import entity_types, labels_for, spans
@@ -88,7 +88,7 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
                 emissions, _ = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)
                 for row, i in enumerate(nonempty):
                     rows[i] = {task: values[row, : lengths[i]] for task, values in emissions.items()}
-            order = sorted(rows)
+            order = list(rows)
             for task in pooled:
                 mixed = pool_emissions([sentences[i] for i in order], [rows[i][task] for i in order],
                                        [documents[i] if documents is not None else i for i in order], context)
@@ -96,8 +96,7 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
                     rows[i][task] = emission
             for nonempty in batches:
                 emissions = {task: pad_sequence([rows[i][task] for i in nonempty], batch_first=True) for task in tasks}
-                width = max(lengths[i] for i in nonempty)
-                mask = torch.arange(width).unsqueeze(0) < torch.tensor([lengths[i] for i in nonempty]).unsqueeze(1)
+                mask = length_mask([lengths[i] for i in nonempty])
                 _store(results, model, model.decode(emissions, mask, scores=scores), nonempty, lengths)
     finally:
         for network in training:
