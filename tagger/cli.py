@@ -209,8 +209,9 @@ def tag(
     output: Annotated[Optional[Path], typer.Option("--output", help="output file (default: stdout)")] = None,
     output_format: Annotated[str, typer.Option("--output-format", help="jsonl, conllu or conll")] = "jsonl",
     input_format: Annotated[str, typer.Option("--input-format", help="auto (JSONL or plain text lines), text, jsonl, conllu or columns")] = "auto",
-    batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per batch (a tokenized corpus: "
-                                                 "sentences, or its documents for a model with document context)")] = 256,
+    batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per call (a tokenized corpus: "
+                                                 "sentences, or its documents for a model with document context); "
+                                                 "larger batches pad less")] = 4096,
     no_scores: Annotated[bool, typer.Option("--no-scores", help="skip confidences (faster)")] = False,
     engine: Annotated[str, typer.Option("--engine", help="local, or ray: many files (a file, directory or glob as --input) "
                                         "tagged on Ray into JSONL shards in the directory --output")] = "local",
@@ -231,37 +232,24 @@ def tag(
     from tqdm import tqdm
 
     from tagger.artifact import ArtifactError
-    from tagger.output import split_sentences, write_document
     from tagger.predict import Tagger
-    from tagger.readers.documents import bounded_groups, group_documents, read_documents
+    from tagger.readers.documents import read_documents
+    from tagger.tagfiles import tag_file
     from tagger.writers import atomic_output
 
     if output_format not in ("jsonl", "conllu", "conll"):
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
+    if batch_documents < 1:
+        _fail(UserError("--batch must be at least 1"))
     try:
         tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
-        together = tagger.context_weight > 0  # document context: a document's sentences in one call
-        documents = group_documents(read_documents(input, input_format), together)
         with atomic_output(output) as handle:
-            bar = tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty() and output is None)
-            chunks = bounded_groups(documents, _tokens_of, 20_000, lambda _, size: size >= batch_documents)
-            for chunk in chunks:  # --batch documents, and at most 20,000 tokens unless one document is more
-                if chunk[0][0][1] is None:  # tokenized sentences
-                    merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores=not no_scores)
-                    tagged = [sentence for document in merged for sentence in split_sentences(document)]
-                else:
-                    tagged = tagger.tag_texts([run[0][1] for run in chunk], scores=not no_scores)  # type: ignore[misc]
-                items = [item for run in chunk for item in run]
-                for (doc_id, _, source), document in zip(items, tagged, strict=True):
-                    write_document(handle, output_format, doc_id, document, list(tagger.tasks), source)
-                bar.update(len(items))
-            bar.close()
+            # a bar on a terminal only: a log file gets no redraws
+            with tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty()) as bar:
+                tag_file(tagger, read_documents(input, input_format), handle, output_format, not no_scores,
+                         batch_documents, bar.update)
     except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError) as error:
         _fail(error)
-
-
-def _tokens_of(run: list) -> int:
-    return sum(len(s.tokens) for _, _, s in run if s is not None)
 
 
 def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actors: int, scores: bool,

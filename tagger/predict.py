@@ -150,6 +150,16 @@ class TokenizedText:
     sentences: list[list[tuple[str, int, int]]]
 
 
+@dataclass(frozen=True, slots=True)
+class TaggedText:
+    """A tagged text as lists: its sentences of ``(token, start, end)`` and each sentence's
+    prediction (task -> labels and scores); see :meth:`Tagger.predict_documents`."""
+
+    text: str
+    sentences: list[list[tuple[str, int, int]]]
+    predictions: list[dict[str, TaskPrediction]]
+
+
 @dataclass(slots=True)
 class Label:
     value: str
@@ -275,13 +285,16 @@ class Tagger:
                 of token lists.
             scores: compute confidences (CRF marginals).
         """
-        with _collector_paused():
-            return self._tag_documents(documents, scores)
+        with collector_paused():
+            return [self.document(tagged) for tagged in self.predict_documents(documents, scores)]
 
-    def _tag_documents(self, documents: Sequence[str | TokenizedText | Sequence[Sequence[str]]],
-                       scores: bool) -> list[Document]:
+    def predict_documents(self, documents: Sequence[str | TokenizedText | Sequence[Sequence[str]]],
+                          scores: bool = True) -> list[TaggedText]:
+        """:meth:`tag_documents` without building the per-token objects: each document's
+        sentences and their labels as lists (what fast writers and the service serialize from).
+        :meth:`document` turns one into a :class:`Document`."""
         raw = [d for d in documents if isinstance(d, str)]
-        tokenized = iter(self.tokenizer.pipe(raw))
+        tokenized = iter(self.tokenizer.pipe(raw) if raw else ())  # tokenized input leaves the tokenizer alone
         prepared: list[tuple[str, list[list[tuple[str, int, int]]]]] = []
         for document in documents:
             if isinstance(document, str):
@@ -292,9 +305,14 @@ class Tagger:
                 prepared.append(_positioned(document))
         flat = [[t[0] for t in sentence] for _, sentences in prepared for sentence in sentences]
         doc_ids = [k for k, (_, sentences) in enumerate(prepared) for _ in sentences]
-        predictions = iter(predict(self.model, flat, scores=scores, encoder=self._encoder, documents=doc_ids))
-        return [Document(text, [self._sentence(text, s, next(predictions)) for s in sentences])
-                for text, sentences in prepared]
+        with collector_paused():
+            predictions = iter(predict(self.model, flat, scores=scores, encoder=self._encoder, documents=doc_ids))
+            return [TaggedText(text, sentences, [next(predictions) for _ in sentences]) for text, sentences in prepared]
+
+    def document(self, tagged: TaggedText) -> Document:
+        """The :class:`Document` of a :meth:`predict_documents` result."""
+        text = tagged.text
+        return Document(text, [self._sentence(text, s, p) for s, p in zip(tagged.sentences, tagged.predictions)])
 
     def _sentence(self, text: str, tokens: Sequence[tuple[str, int, int]],
                   prediction: dict[str, TaskPrediction]) -> TaggedSentence:
@@ -309,17 +327,24 @@ class Tagger:
                 for token, label in zip(out, result.labels):
                     token.labels[task] = Label(label)
             if self._kinds[task] == "span":
-                for span in spans(result.labels):
-                    start, end = out[span.start].start, out[span.end - 1].end
-                    score = min(probs[span.start : span.end]) if probs else None
-                    entities.append(Entity(span.label, start, end, text[start:end], span.start, span.end, score, task))
+                entities.extend(sentence_entities(text, tokens, result, task))
         start = out[0].start if out else 0
         end = out[-1].end if out else 0
         return TaggedSentence(start, end, out, entities)
 
 
+def sentence_entities(text: str, tokens: Sequence[tuple[str, int, int]], result: TaskPrediction,
+                      task: str) -> Iterator[Entity]:
+    """The entities of one span task's labels over a sentence's ``(token, start, end)``."""
+    probs = result.scores
+    for span in spans(result.labels):
+        start, end = tokens[span.start][1], tokens[span.end - 1][2]
+        score = min(probs[span.start : span.end]) if probs else None
+        yield Entity(span.label, start, end, text[start:end], span.start, span.end, score, task)
+
+
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while a call builds its output.
 
     A call makes a few objects per token (tokens, labels, entities) and no reference cycles,
