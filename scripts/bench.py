@@ -1,6 +1,6 @@
 """Tagging speed, side by side with spaCy, on the raw texts of the EWT test set.
 
-Usage: python scripts/bench.py [--runs 5] [--threads N]
+Usage: python scripts/bench.py [--runs 5] [--threads N] [--copies 8] [--no-files]
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
 models/en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
@@ -8,6 +8,12 @@ tagger[onnx] is installed; NAME/member-1: an ensemble's first member alone) and 
 by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
 p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
 process, so RSS is its own.
+
+Then the job users run, like for like: a JSONL file of the same texts (--copies times over)
+in, a JSONL file out, as whole processes: `tagger tag` (without and with scores) against
+spaCy's pipelines doing the same job (scripts/spacy_tag_file.py: read, `nlp.pipe`, write
+the same records less the scores). Start-up (a one-document file, fastest of three) is
+reported apart and subtracted; each job is the faster of two runs.
 """
 
 from __future__ import annotations
@@ -96,10 +102,74 @@ def measure(name: str, runs: int, threads: int) -> dict:
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "accuracy": accuracy}
 
 
+def run_seconds(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def file_job(name: str, source: Path, one: Path, work: Path, scores: bool) -> dict:
+    """Seconds of ``name``'s file job on ``source`` less its start-up (``one``: one document)."""
+    if name in SPACY:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from spacy_baseline import build
+
+        def command(path: Path) -> list[str]:
+            return [sys.executable, str(ROOT / "scripts" / "spacy_tag_file.py"),
+                    str(build(name.removeprefix("spacy-"), SPACY[name])), str(path), str(work / "out.jsonl")]
+    else:
+        tagger = Path(sys.executable).with_name("tagger")
+
+        def command(path: Path) -> list[str]:
+            return [str(tagger), "tag", "--model", str(ROOT / "models" / name), "--input", str(path),
+                    "--output", str(work / "out.jsonl"), *([] if scores else ["--no-scores"])]
+    startup = min(run_seconds(command(one)) for _ in range(3))
+    total = min(run_seconds(command(source)) for _ in range(2))
+    return {"startup_s": startup, "seconds": max(total - startup, 1e-9)}
+
+
+def file_jobs(names: list[str], copies: int, in_process: dict[str, dict]) -> None:
+    """Print the file-job table (see the module docstring)."""
+    import tempfile
+
+    from tagger.readers import read_conllu
+
+    texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
+    tokens = copies * in_process[next(iter(in_process))]["tokens"]
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as temp:
+        work = Path(temp)
+        source, one = work / "texts.jsonl", work / "one.jsonl"
+        source.write_text("".join(json.dumps({"id": f"{k}-{i}", "text": t}) + "\n"
+                                  for k in range(copies) for i, t in enumerate(texts)))
+        one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
+        for name in names:
+            rows[name] = {"plain": file_job(name, source, one, work, scores=False)}
+            if name not in SPACY:
+                rows[name]["scores"] = file_job(name, source, one, work, scores=True)
+    print()
+    print(f"# the file job: JSONL of raw texts in (the EWT test texts x{copies}, {tokens:,} tokens), JSONL out; "
+          "whole processes, start-up reported apart and subtracted")
+    print("| system | tokens/s | of in-process | vs spaCy, same job | with scores | scores cost | start-up s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        speed = tokens / row["plain"]["seconds"]
+        of = f"{speed / in_process[name]['tokens_per_s']:.0%}" if name in in_process else ""
+        other = COMPARE.get(name)
+        versus = f"{speed / (tokens / rows[other]['plain']['seconds']):.2f}x {other}" if other in rows else ""
+        scored = cost = ""
+        if "scores" in row:
+            scored = f"{tokens / row['scores']['seconds']:,.0f}"
+            cost = f"+{row['scores']['seconds'] / row['plain']['seconds'] - 1:.0%}"
+        print(f"| {name} | {speed:,.0f} | {of} | {versus} | {scored} | {cost} | {row['plain']['startup_s']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--copies", type=int, default=8, help="copies of the test texts in the file job's input")
+    parser.add_argument("--no-files", action="store_true", help="in-process rows only")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -133,6 +203,8 @@ def main() -> None:
         scores = ", ".join(f"{t} {v}" for t, v in (row["accuracy"] or {}).items())
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")
+    if not args.no_files:
+        file_jobs([n for n in [*ours, *SPACY] if "/" not in n], args.copies, rows)
 
 
 if __name__ == "__main__":

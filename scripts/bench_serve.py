@@ -130,6 +130,14 @@ def main() -> None:
     for tagger in taggers:  # the server runs each default model on each request
         in_process_tokens = sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
     in_process = in_process_tokens / (time.perf_counter() - started)
+    single = []  # one sentence at a time, as one client sends them: one tokenization, each model
+    for text in texts:
+        started = time.perf_counter()
+        tokenized = taggers[0].tokenize([text])
+        for tagger in taggers:
+            tagger.tag_documents(tokenized, scores=False)
+        single.append(1000 * (time.perf_counter() - started))
+    single_p50 = statistics.median(single)
     del registry, taggers
 
     store = tempfile.mkdtemp(prefix="bench-serve-")
@@ -154,6 +162,10 @@ def main() -> None:
               f"{row['tokens_per_s']:,.0f} | {100 * row['tokens_per_s'] / in_process:.0f}% |")
     print(f"\nTagStream: {stream:,.0f} tokens/s ({100 * stream / in_process:.0f}% of in-process); "
           f"in-process batch: {in_process:,.0f} tokens/s")
+    one = next((row for row in rows if row["clients"] == 1), None)
+    if one is not None:
+        print(f"one client p50 {one['p50_ms']:.2f} ms; in-process, one sentence at a time: p50 {single_p50:.2f} ms "
+              f"(+{one['p50_ms'] - single_p50:.2f} ms over gRPC)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from tagger import Document, Tagger, TokenizedText
+from tagger import TaggedText, Tagger, TokenizedText
 
 Input = str | TokenizedText | Sequence[Sequence[str]]
 
@@ -87,8 +87,9 @@ class MicroBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def submit(self, document: Input, scores: bool, deadline: float | None = None) -> Document:
-        """Queue a document and wait for its result. ``deadline`` is a ``time.monotonic()`` value."""
+    async def submit(self, document: Input, scores: bool, deadline: float | None = None) -> TaggedText:
+        """Queue a document and wait for its result (:meth:`Tagger.predict_documents`'s, which
+        :meth:`Tagger.document` makes a Document of). ``deadline`` is a ``time.monotonic()`` value."""
         if self._queue is None:
             raise RuntimeError("batcher not started")
         if self._pending >= self.max_queue:
@@ -134,7 +135,7 @@ class MicroBatcher:
         scores = any(job.scores for job in jobs)
         try:
             documents = await loop.run_in_executor(
-                self._executor, self.tagger.tag_documents, [job.document for job in jobs], scores)
+                self._executor, self.tagger.predict_documents, [job.document for job in jobs], scores)
         except Exception as error:
             if len(jobs) > 1:  # find the one that fails; the others still get their answers
                 for job in jobs:
@@ -147,4 +148,4 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_result(document)
         if self.on_batch:
-            self.on_batch(len(jobs), sum(len(s.tokens) for d in documents for s in d.sentences))
+            self.on_batch(len(jobs), sum(len(s) for d in documents for s in d.sentences))

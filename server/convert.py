@@ -2,47 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from tagger import Document, Entity, Label, TaggedSentence, Token
+from tagger import Document, Entity, Label, TaggedSentence, TaggedText, TaskPrediction, Token, sentence_entities
 from tagger_proto.v1 import tagger_pb2 as pb
 
 from server.registry import ModelEntry
 
 
-def merge(documents: Sequence[Document], tasks: Sequence[str] | None = None) -> Document:
-    """One document from the same text tagged by several models (same tokenization): labels
-    united per token, entities of every model in offset order; only ``tasks`` if given."""
-    first = documents[0]
+def response_pb(results: Sequence[TaggedText], request_id: str, models: Sequence[ModelEntry],
+                tasks: Collection[str] = (), scores: bool = True) -> pb.TagResponse:
+    """The response for one text tagged by several models (one tokenization, so the same
+    sentences and tokens in each result): labels united per token, entities of every model
+    in offset order; only ``tasks`` if given; scores 0 unless ``scores`` (a micro-batch computes
+    them for every request in it when one asks). Built from the results' lists, with no per-token
+    Python objects between the model and the messages."""
+    spans = {task for entry in models for task, kind in entry.tasks.items() if kind == "span"}
     sentences = []
-    for index, sentence in enumerate(first.sentences):
-        parts = [d.sentences[index] for d in documents]
-        tokens = []
-        for position, token in enumerate(sentence.tokens):
-            labels = {}
-            for part in parts:
-                labels.update(part.tokens[position].labels)
-            tokens.append(Token(token.text, token.start, token.end,
-                                {t: v for t, v in labels.items() if not tasks or t in tasks}))
-        entities = sorted((e for part in parts for e in part.entities if not tasks or e.task in tasks),
-                          key=lambda e: (e.start, e.end))
-        sentences.append(TaggedSentence(sentence.start, sentence.end, tokens, entities))
-    return Document(first.text, sentences)
+    for k, tokens in enumerate(results[0].sentences):
+        prediction: dict[str, TaskPrediction] = {}
+        for result in results:
+            prediction.update(result.predictions[k])
+        if tasks:
+            prediction = {task: p for task, p in prediction.items() if task in tasks}
+        if not scores:
+            prediction = {task: TaskPrediction(p.labels) for task, p in prediction.items()}
+        columns = [(task, _labels(p)) for task, p in prediction.items()]
+        entities = sorted((e for task, p in prediction.items() if task in spans
+                           for e in sentence_entities(results[0].text, tokens, p, task)), key=lambda e: (e.start, e.end))
+        sentences.append(pb.Sentence(
+            start=tokens[0][1] if tokens else 0, end=tokens[-1][2] if tokens else 0,
+            tokens=[pb.Token(text=text, start=start, end=end, labels={task: labels[i] for task, labels in columns})
+                    for i, (text, start, end) in enumerate(tokens)],
+            entities=[pb.Entity(label=e.label, start=e.start, end=e.end, text=e.text, token_start=e.token_start,
+                                token_end=e.token_end, score=e.score or 0.0, task=e.task) for e in entities]))
+    return pb.TagResponse(id=request_id, models=[pb.ModelRef(name=m.name, version=m.version) for m in models],
+                          sentences=sentences)
 
 
-def document_to_pb(document: Document, request_id: str, models: Sequence[ModelEntry]) -> pb.TagResponse:
-    response = pb.TagResponse(id=request_id, models=[pb.ModelRef(name=m.name, version=m.version) for m in models])
-    for sentence in document.sentences:
-        out = response.sentences.add(start=sentence.start, end=sentence.end)
-        for token in sentence.tokens:
-            message = out.tokens.add(text=token.text, start=token.start, end=token.end)
-            for task, label in token.labels.items():
-                message.labels[task].CopyFrom(pb.Label(value=label.value, score=label.score or 0.0))
-        for entity in sentence.entities:
-            out.entities.add(label=entity.label, start=entity.start, end=entity.end, text=entity.text,
-                             token_start=entity.token_start, token_end=entity.token_end,
-                             score=entity.score or 0.0, task=entity.task)
-    return response
+_PLAIN: dict[str, pb.Label] = {}  # label -> its message without a score, made once
+
+
+def _labels(prediction: TaskPrediction) -> list[pb.Label]:
+    if prediction.scores is None:
+        out = []
+        for value in prediction.labels:
+            label = _PLAIN.get(value)
+            if label is None:
+                label = _PLAIN[value] = pb.Label(value=value)
+            out.append(label)
+        return out
+    return [pb.Label(value=value, score=score) for value, score in zip(prediction.labels, prediction.scores)]
 
 
 def document_from_pb(response: pb.TagResponse, text: str) -> Document:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from server.batcher import MicroBatcher, QueueFull
-from server.convert import document_to_pb, merge, model_info
+from server.convert import model_info, response_pb
 from server.metrics import Metrics
 from server.registry import ModelEntry, ModelRegistry, UnknownModel
 from server.settings import ServerSettings
@@ -146,8 +146,7 @@ class TaggerService(pb_grpc.TaggerServicer):
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the document was tagged") from None
         except ValueError as error:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-        merged = merge(results, tasks) if len(results) > 1 or tasks else results[0]
-        return document_to_pb(merged, request.id, entries)
+        return response_pb(results, request.id, entries, tasks, request.include_scores)
 
     def _serving(self, entry: ModelEntry) -> tuple[ModelEntry, MicroBatcher]:
         """The entry and its batcher; if the version was just swapped out, the active one."""

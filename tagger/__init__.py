@@ -19,8 +19,8 @@ _EXPORTS = {
     **{name: "tagger.artifact" for name in ("ArtifactError", "is_model_directory", "weight_files")},
     "CorpusError": "tagger.corpus",
     "Sentence": "tagger.corpus",
-    **{name: "tagger.predict" for name in ("Document", "Entity", "Label", "TaggedSentence", "Tagger", "Token",
-                                            "TokenizedText")},
+    **{name: "tagger.predict" for name in ("Document", "Entity", "Label", "TaggedSentence", "TaggedText", "Tagger",
+                                            "TaskPrediction", "Token", "TokenizedText", "sentence_entities")},
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,9 +9,11 @@ cheap, monotone and comparable across entities.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,24 +123,41 @@ def _store(results: list[dict[str, TaskPrediction]], model: Model,
 
 def _emissions(members: Sequence[Model], encoders: Sequence[OnnxEncoder | None], examples: Sequence[Example],
                tasks: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Each task's emissions for a batch, averaged over the members; and the batch's mask."""
+    """Each task's emissions for a batch, averaged over the members; and the batch's mask.
+
+    An ensemble's members run side by side on threads when torch runs one thread per call
+    (the service's setting): their LSTMs release the GIL, so three members use the cores
+    that one could not. With more intra-op threads they run one after the other: a second
+    thread running OpenMP work makes libgomp stop spinning process-wide, and small calls
+    then cost four times as long."""
+    if len(members) > 1 and torch.get_num_threads() == 1:
+        pool = _member_pool()
+        outputs = list(pool.map(lambda pair: _member_emissions(pair[0], pair[1], examples), zip(members, encoders)))
+    else:
+        outputs = [_member_emissions(member, encoder, examples) for member, encoder in zip(members, encoders)]
     total: dict[str, torch.Tensor] = {}
-    mask = None
-    for member, encoder in zip(members, encoders):
-        network = member.network
-        batch = member.featurizer.batch(examples, with_labels=False)
-        if encoder is None:
-            emissions = network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)
-        else:
-            features = network.features(batch.words, batch.chars, batch.char_index, batch.casing)
-            emissions = encoder(features, batch.mask.sum(1))
+    for emissions, _ in outputs:
         for task in tasks:
             total[task] = emissions[task] if task not in total else total[task] + emissions[task]
-        mask = batch.mask
     if len(members) > 1:
         total = {task: scores / len(members) for task, scores in total.items()}
-    assert mask is not None
-    return total, mask
+    return total, outputs[-1][1]
+
+
+def _member_emissions(member: Model, encoder: OnnxEncoder | None, examples: Sequence[Example]
+                      ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    network = member.network
+    with torch.inference_mode():  # a pool thread does not inherit the caller's mode
+        batch = member.featurizer.batch(examples, with_labels=False)
+        if encoder is None:
+            return network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing), batch.mask
+        features = network.features(batch.words, batch.chars, batch.char_index, batch.casing)
+        return encoder(features, batch.mask.sum(1)), batch.mask
+
+
+@functools.cache
+def _member_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=8, thread_name_prefix="tagger-member")
 
 
 @dataclass(frozen=True)

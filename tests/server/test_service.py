@@ -54,6 +54,24 @@ def test_scores_are_zero_unless_asked_and_tasks_filter(client):
     assert tokens and all(set(t.labels) == {"upos"} and t.labels["upos"].score == 0 for t in tokens)
 
 
+def test_scores_are_probabilities_and_only_where_asked_within_a_shared_batch(client, shared_data):
+    """A stream's documents share micro-batches; half ask for scores. Those get the CRF
+    marginals (in [0, 1], the served models' labels), the others zeros."""
+    from tagger.readers import read_conllu
+
+    texts = [s.text for s in read_conllu(shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu", None)][:400]
+    requests = (make_request(text=t, request_id=str(i), scores=i % 2 == 0) for i, t in enumerate(texts))
+    responses = list(client.tag_stream(requests))
+    for i, response in enumerate(responses):
+        labels = [label for s in response.sentences for t in s.tokens for label in t.labels.values()]
+        scores = [label.score for label in labels] + [e.score for s in response.sentences for e in s.entities]
+        assert labels, i
+        if i % 2:
+            assert all(x == 0 for x in scores), i
+        else:
+            assert all(0 < x <= 1.0 for x in scores), i
+
+
 def test_tag_pre_tokenized(client):
     sentences = [["New", "York", "is", "big", "."], ["Yes", "!"]]
     response = client.tag(tokens=sentences, models=["pos"])

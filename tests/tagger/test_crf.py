@@ -352,3 +352,39 @@ def test_padded_rows_decode_as_if_cut_to_their_length(seed):
             alone = crf.decode(emissions[row : row + 1, :length], mask[row : row + 1, :length])
             assert tags[row, :length].tolist() == alone[0].tolist()
             assert tags[row, length:].eq(0).all()
+
+
+def test_marginals_fall_back_to_log_space_when_probabilities_underflow():
+    """Tag 0 may not follow itself; the second token's emissions make tag 0 1000 nats likelier
+    than the others, so after the first token (all mass on tag 0) every allowed next tag has
+    probability exp(-1000): 0 in float64. The log-space recursion still gets it right."""
+    from tagger.crf import forward_backward
+
+    num_tags = 3
+    trans_ok = [[j != 0 or i != 0 for j in range(num_tags)] for i in range(num_tags)]
+    constraints = ([True] * num_tags, trans_ok, [True] * num_tags)
+    crf = make_crf(0, num_tags, constraints)
+    emissions = torch.zeros(1, 3, num_tags, dtype=torch.float64)
+    emissions[0, 0] = torch.tensor([1000.0, 0.0, 0.0])
+    emissions[0, 1] = torch.tensor([1000.0, 0.0, 0.0])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    start, trans, end = crf._numpy_scores()
+    assert forward_backward(emissions.numpy(), mask.sum(1).numpy(), start, trans, end) is None
+    marginals = crf.marginals(emissions, mask)
+    _, _, expected = brute_force(crf, emissions[0], 3, constraints)
+    torch.testing.assert_close(marginals[0], expected, atol=1e-6, rtol=0)
+    assert (marginals >= 0).all() and (marginals <= 1).all()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_marginals_are_probabilities_in_float32(seed):
+    """Scores from a float32 CRF with large emissions never exceed 1 (they did, by up to 5e-4)."""
+    torch.manual_seed(seed)
+    crf = CRF(9).eval()
+    emissions = torch.randn(64, 40, 9) * 30
+    mask = torch.arange(40).unsqueeze(0) < torch.randint(1, 41, (64, 1))
+    marginals = crf.marginals(emissions, mask)
+    assert marginals.dtype == torch.float32
+    assert (marginals >= 0).all() and (marginals <= 1).all()
+    real = marginals.sum(2)[mask]
+    torch.testing.assert_close(real, torch.ones_like(real), atol=1e-6, rtol=0)

@@ -219,3 +219,33 @@ def test_the_cli_builds_one_and_refuses_nonsense(tiny_ner_model, tiny_ner_model_
         result = runner.invoke(app, argv)
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "one").exists()
+
+
+def test_members_side_by_side_tag_as_one_after_another(members, dev_sentences, monkeypatch):
+    """With one torch thread (the service's setting) an ensemble's members run on pool threads;
+    with more they run in turn. Same labels, same scores."""
+    import threading
+
+    from tagger import predict as predict_module
+
+    ensemble = Ensemble(members)
+    threads = set()
+    original = predict_module._member_emissions
+
+    def spy(*args):
+        threads.add(threading.current_thread().name)
+        return original(*args)
+
+    monkeypatch.setattr(predict_module, "_member_emissions", spy)
+    side_by_side = predict(ensemble, dev_sentences)
+    assert threads and all(name.startswith("tagger-member") for name in threads)
+    threads.clear()
+    torch.set_num_threads(2)
+    try:
+        in_turn = predict(ensemble, dev_sentences)
+    finally:
+        torch.set_num_threads(1)
+    assert threads == {threading.current_thread().name}
+    for a, b in zip(side_by_side, in_turn, strict=True):
+        assert a["ner"].labels == b["ner"].labels
+        assert a["ner"].scores == pytest.approx(b["ner"].scores, abs=1e-6)
