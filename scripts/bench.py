@@ -192,7 +192,7 @@ def main() -> None:
     print(f"# tagging the raw EWT test texts ({rows[next(iter(rows))]['tokens']:,} tokens, tokenization included), "
           f"median of {args.runs} runs")
     print(f"# {cpu_model()}, {os.cpu_count()} cores, torch threads {threads}, torch {torch.__version__}, "
-          f"Python {platform.python_version()}")
+          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M')}")
     print("| system | tokens/s | vs spaCy | p50 ms | p99 ms | peak RSS MB | test scores |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for name, row in rows.items():

@@ -107,6 +107,25 @@ async def run_stream(address: str, texts: list[str]) -> float:
         return tokens / (time.perf_counter() - started)
 
 
+def in_process(taggers: list, texts: list[str]) -> tuple[float, float]:
+    """What the server's models do in this process: batch tokens/s over ``texts`` (each model
+    in turn, as the server runs each default model on each request), and the p50 ms of one
+    sentence at a time (one tokenization shared by the models, as the server does)."""
+    started = time.perf_counter()
+    tokens = 0
+    for tagger in taggers:
+        tokens = sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
+    batch = tokens / (time.perf_counter() - started)
+    single = []
+    for text in texts:
+        started = time.perf_counter()
+        tokenized = taggers[0].tokenize([text])
+        for tagger in taggers:
+            tagger.tag_documents(tokenized, scores=False)
+        single.append(1000 * (time.perf_counter() - started))
+    return batch, statistics.median(single)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
@@ -125,20 +144,7 @@ def main() -> None:
     backend = taggers[0].backend
     for tagger in taggers:
         tagger.tag_texts(texts[:100], scores=False)
-    started = time.perf_counter()
-    in_process_tokens = 0
-    for tagger in taggers:  # the server runs each default model on each request
-        in_process_tokens = sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
-    in_process = in_process_tokens / (time.perf_counter() - started)
-    single = []  # one sentence at a time, as one client sends them: one tokenization, each model
-    for text in texts:
-        started = time.perf_counter()
-        tokenized = taggers[0].tokenize([text])
-        for tagger in taggers:
-            tagger.tag_documents(tokenized, scores=False)
-        single.append(1000 * (time.perf_counter() - started))
-    single_p50 = statistics.median(single)
-    del registry, taggers
+    before = in_process(taggers, texts)
 
     store = tempfile.mkdtemp(prefix="bench-serve-")
     server, address = start_server(args.models, store, backend)
@@ -146,26 +152,31 @@ def main() -> None:
         asyncio.run(run_level(address, texts, 4, 1.0))  # warm-up
         rows = [asyncio.run(run_level(address, texts, level, args.seconds)) for level in args.levels]
         stream = asyncio.run(run_stream(address, texts))
+        server_rss = rss_mb(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
         shutil.rmtree(store, ignore_errors=True)
+    after = in_process(taggers, texts)  # this machine drifts: the ratios use the mean of before and after
+    batch, single_p50 = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
 
     print(f"# serving benchmark: models {', '.join(sorted(p.name for p in args.models.iterdir() if p.is_dir()))} "
           f"(defaults applied per request), backend {backend}, {len(texts)} EWT test sentences of 15-25 tokens, "
           "raw text")
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; client and server share them")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; client and server share them; "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
     print("| clients | requests | p50 ms | p99 ms | tokens/s | of in-process |")
     print("|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['clients']} | {row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-              f"{row['tokens_per_s']:,.0f} | {100 * row['tokens_per_s'] / in_process:.0f}% |")
-    print(f"\nTagStream: {stream:,.0f} tokens/s ({100 * stream / in_process:.0f}% of in-process); "
-          f"in-process batch: {in_process:,.0f} tokens/s")
+              f"{row['tokens_per_s']:,.0f} | {100 * row['tokens_per_s'] / batch:.0f}% |")
+    print(f"\nTagStream: {stream:,.0f} tokens/s ({100 * stream / batch:.0f}% of in-process); in-process batch: "
+          f"{batch:,.0f} tokens/s (before the server ran {before[0]:,.0f}, after {after[0]:,.0f})")
     one = next((row for row in rows if row["clients"] == 1), None)
     if one is not None:
         print(f"one client p50 {one['p50_ms']:.2f} ms; in-process, one sentence at a time: p50 {single_p50:.2f} ms "
-              f"(+{one['p50_ms'] - single_p50:.2f} ms over gRPC)")
+              f"(before {before[1]:.2f}, after {after[1]:.2f}); +{one['p50_ms'] - single_p50:.2f} ms over gRPC")
+    print(f"server RSS after the run: {server_rss:.0f} MB")
 
 
 if __name__ == "__main__":

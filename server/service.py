@@ -192,7 +192,7 @@ class TaggerService(pb_grpc.TaggerServicer):
         except UnknownModel as error:
             known = ", ".join(e.name for e in self.registry.entries())
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"no model {error.args[0]!r}; loaded: {known}") from None
-        if len({e.tagger.model.config.lang for e in entries}) > 1:
+        if len({e.tagger.lang for e in entries}) > 1:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "the models tokenize different languages; "
                                "request them separately")
         return entries

@@ -130,9 +130,9 @@ def _emissions(members: Sequence[Model], encoders: Sequence[OnnxEncoder | None],
     that one could not. With more intra-op threads they run one after the other: a second
     thread running OpenMP work makes libgomp stop spinning process-wide, and small calls
     then cost four times as long."""
-    if len(members) > 1 and torch.get_num_threads() == 1:
-        pool = _member_pool()
-        outputs = list(pool.map(lambda pair: _member_emissions(pair[0], pair[1], examples), zip(members, encoders)))
+    if len(members) > 1 and torch.get_num_threads() == 1:  # the first member on this thread, the rest beside it
+        others = [_member_pool().submit(_member_emissions, m, e, examples) for m, e in zip(members[1:], encoders[1:])]
+        outputs = [_member_emissions(members[0], encoders[0], examples), *(future.result() for future in others)]
     else:
         outputs = [_member_emissions(member, encoder, examples) for member, encoder in zip(members, encoders)]
     total: dict[str, torch.Tensor] = {}
@@ -261,6 +261,11 @@ class Tagger:
     def tasks(self) -> dict[str, str]:
         """Task name -> kind (``tag`` or ``span``)."""
         return dict(self._kinds)
+
+    @property
+    def lang(self) -> str:
+        """The language its tokenizer splits (spaCy's code, e.g. ``en``)."""
+        return self.model.config.lang
 
     @property
     def context_weight(self) -> float:
