@@ -13,7 +13,8 @@ Then the job users run, like for like: a JSONL file of the same texts (--copies 
 in, a JSONL file out, as whole processes: `tagger tag` (without and with scores) against
 spaCy's pipelines doing the same job (scripts/spacy_tag_file.py: read, `nlp.pipe`, write
 the same records less the scores). Start-up (a one-document file, fastest of three) is
-reported apart and subtracted; each job is the faster of two runs.
+reported apart and subtracted; each job is the faster of two runs. Its in-process peer is
+the same system's in-process call on the same texts (all of them in one call).
 """
 
 from __future__ import annotations
@@ -46,15 +47,15 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def measure(name: str, runs: int, threads: int) -> dict:
-    """Time one system in this process; returns its row."""
+def measure(name: str, runs: int, threads: int, copies: int = 1) -> dict:
+    """Time one system in this process (on the test texts ``copies`` times over); returns its row."""
     import torch
 
     from tagger.readers import read_conllu
 
     if threads:
         torch.set_num_threads(threads)
-    texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
+    texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)] * copies
     if name in SPACY:
         import spacy
 
@@ -91,6 +92,8 @@ def measure(name: str, runs: int, threads: int) -> dict:
         started = time.perf_counter()
         tag_all()
         times.append(time.perf_counter() - started)
+    if copies > 1:  # the file job's in-process peer: throughput only
+        return {"name": name, "tokens": tokens, "tokens_per_s": tokens / statistics.median(times)}
     latencies = []
     for text in texts[:500]:
         started = time.perf_counter()
@@ -128,14 +131,15 @@ def file_job(name: str, source: Path, one: Path, work: Path, scores: bool) -> di
     return {"startup_s": startup, "seconds": max(total - startup, 1e-9)}
 
 
-def file_jobs(names: list[str], copies: int, in_process: dict[str, dict]) -> None:
-    """Print the file-job table (see the module docstring)."""
+def file_jobs(names: list[str], copies: int, tokens: int) -> None:
+    """Print the file-job table (see the module docstring): each system's job, and its
+    in-process call (``Tagger.tag_texts``, ``nlp.pipe``) on the same texts in one process."""
     import tempfile
 
     from tagger.readers import read_conllu
 
     texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
-    tokens = copies * in_process[next(iter(in_process))]["tokens"]
+    tokens *= copies
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as temp:
         work = Path(temp)
@@ -144,24 +148,29 @@ def file_jobs(names: list[str], copies: int, in_process: dict[str, dict]) -> Non
                                   for k in range(copies) for i, t in enumerate(texts)))
         one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
         for name in names:
-            rows[name] = {"plain": file_job(name, source, one, work, scores=False)}
+            output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", "1", "--in-process-copies",
+                                     str(copies)], capture_output=True, text=True, check=True)
+            same = json.loads(output.stdout.strip().splitlines()[-1])["tokens_per_s"]
+            rows[name] = {"plain": file_job(name, source, one, work, scores=False), "in_process": same}
             if name not in SPACY:
                 rows[name]["scores"] = file_job(name, source, one, work, scores=True)
     print()
     print(f"# the file job: JSONL of raw texts in (the EWT test texts x{copies}, {tokens:,} tokens), JSONL out; "
           "whole processes, start-up reported apart and subtracted")
-    print("| system | tokens/s | of in-process | vs spaCy, same job | with scores | scores cost | start-up s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| system | tokens/s | in-process, same texts | of in-process | vs spaCy, same job | with scores | "
+          "scores cost | start-up s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         speed = tokens / row["plain"]["seconds"]
-        of = f"{speed / in_process[name]['tokens_per_s']:.0%}" if name in in_process else ""
+        of = f"{speed / row['in_process']:.0%}"
         other = COMPARE.get(name)
         versus = f"{speed / (tokens / rows[other]['plain']['seconds']):.2f}x {other}" if other in rows else ""
         scored = cost = ""
         if "scores" in row:
             scored = f"{tokens / row['scores']['seconds']:,.0f}"
             cost = f"+{row['scores']['seconds'] / row['plain']['seconds'] - 1:.0%}"
-        print(f"| {name} | {speed:,.0f} | {of} | {versus} | {scored} | {cost} | {row['plain']['startup_s']:.2f} |")
+        print(f"| {name} | {speed:,.0f} | {row['in_process']:,.0f} | {of} | {versus} | {scored} | {cost} | "
+              f"{row['plain']['startup_s']:.2f} |")
 
 
 def main() -> None:
@@ -171,9 +180,10 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=8, help="copies of the test texts in the file job's input")
     parser.add_argument("--no-files", action="store_true", help="in-process rows only")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--in-process-copies", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.runs, args.threads)))
+        print(json.dumps(measure(args.one, args.runs, args.threads, args.in_process_copies)))
         return
     from tagger.artifact import is_model_directory
     from tagger.runtime import onnx_available
@@ -204,7 +214,7 @@ def main() -> None:
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")
     if not args.no_files:
-        file_jobs([n for n in [*ours, *SPACY] if "/" not in n], args.copies, rows)
+        file_jobs([n for n in [*ours, *SPACY] if "/" not in n], args.copies, rows[ours[0]]["tokens"])
 
 
 if __name__ == "__main__":
