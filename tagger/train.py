@@ -11,6 +11,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -204,7 +205,9 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         started = time.perf_counter()
         network.train()
         batches = distributed.shard(list(bucketed(lengths, tc.batch_size, random.Random(tc.seed * 1000 + epoch))), context)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress, unit="batch", leave=False)
+        # the bar on a terminal only: a log file (a job log, CI, nohup) gets the line per epoch below
+        bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress or not sys.stderr.isatty(),
+                   unit="batch", leave=False)
         total, seen = 0.0, 0
         for step, indices in enumerate(bar, start=1):
             batch = model.featurizer.batch([train_data[i] for i in indices])

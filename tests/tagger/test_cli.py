@@ -199,3 +199,19 @@ def test_tag_reports_invalid_utf8_input_with_its_line(tiny_pos_model, tmp_path):
     assert result.exit_code == 2
     assert f"{source}:2: invalid UTF-8 at byte 4 of the line" in result.output
     assert not (tmp_path / "out.jsonl").exists()  # nothing half-written
+
+
+def test_training_log_to_a_file_has_a_line_per_epoch_and_no_bar(tmp_path, shared_data, write_head):
+    """stderr redirected (a job log, CI, nohup): no progress-bar redraws, one line per epoch."""
+    import subprocess
+    import sys
+
+    train = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 200)
+    dev = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 50)
+    with open(tmp_path / "log.txt", "w") as log:
+        subprocess.run([sys.executable, "-m", "server.cli", "train", "--train", str(train), "--dev", str(dev),
+                        "--output", str(tmp_path / "pos"), "--epochs", "2", *FAST[3:]],  # FAST without --quiet
+                       stdout=log, stderr=subprocess.STDOUT, check=True)
+    text = (tmp_path / "log.txt").read_text()
+    assert "\r" not in text and "batch/s" not in text
+    assert [line.split(":")[0] for line in text.splitlines() if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
