@@ -136,7 +136,43 @@ class CRF(nn.Module):
             probs = self._log_marginals(emissions.double(), mask).cpu().numpy()
         return torch.from_numpy(probs).to(device=emissions.device, dtype=emissions.dtype)
 
-    def _log_marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
+    @torch.no_grad()
+    def pair_marginals(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """What a student learns from this CRF as a teacher (:meth:`distillation_loss`): the
+        marginals (B, T, L) and the marginals of adjacent tag pairs (B, T - 1, L, L),
+        p(tag t = i, tag t + 1 = j), 0 past each row's end; float64."""
+        start, trans, end = self._numpy_scores()
+        with _one_blas_thread():
+            result = forward_backward(emissions.detach().cpu().double().numpy(), mask.sum(1).cpu().numpy(),
+                                      start, trans, end, pairs=True)
+        if result is None:
+            unary, pairwise = self._log_marginals(emissions.double(), mask, pairs=True)
+        else:
+            unary, pairwise = (torch.from_numpy(x) for x in result)
+        return unary.to(emissions.device), pairwise.to(emissions.device)
+
+    def distillation_loss(self, emissions: Tensor, mask: Tensor, unary: Tensor, pairwise: Tensor) -> Tensor:
+        """Cross-entropy of this CRF's distribution over tag sequences against a teacher's,
+        per row: -E_teacher[log p(y | emissions)] = log Z - E_teacher[score(y)].
+
+        A linear-chain score is a sum of start, emission, transition and end terms, so its
+        expectation under the teacher needs only the teacher's marginals (``unary``, (B, T, L))
+        and pair marginals (``pairwise``, (B, T - 1, L, L)): the objective is exact, not a
+        per-token approximation (Wang et al. 2020, "Structural Knowledge Distillation"). Its
+        minimum over this CRF's scores is at the teacher's distribution. Returns (B,).
+        """
+        start, trans, end = self._scores()
+        unary, pairwise = unary.to(emissions.dtype), pairwise.to(emissions.dtype)
+        maskf = mask.to(emissions.dtype)
+        expected = (unary * emissions).sum(2).mul(maskf).sum(1) + (unary[:, 0] * start).sum(1)
+        last = (mask.sum(1) - 1).view(-1, 1, 1).expand(-1, 1, unary.size(2))
+        expected = expected + (unary.gather(1, last).squeeze(1) * end).sum(1)
+        if emissions.size(1) > 1:
+            safe = torch.where(self.trans_ok, trans, torch.zeros_like(trans))  # a teacher's forbidden pairs are 0
+            expected = expected + (pairwise * safe).sum((2, 3)).mul(maskf[:, 1:]).sum(1)
+        return self._log_partition(emissions, mask) - expected
+
+    def _log_marginals(self, emissions: Tensor, mask: Tensor, pairs: bool = False):
         """Forward-backward in log space (slower; the fallback of :meth:`marginals`)."""
         _, trans, end = (s.to(emissions.dtype) for s in self._scores())
         alphas = torch.stack(self._forward_alphas(emissions, mask), dim=1)  # (B, T, L)
@@ -148,7 +184,12 @@ class CRF(nn.Module):
             betas.append(beta)
         betas = torch.stack(betas[::-1], dim=1)  # (B, T, L)
         probs = torch.softmax(alphas + betas, dim=2)  # normalized per token: exactly what log Z does
-        return probs * mask.unsqueeze(2).to(probs.dtype)
+        probs = probs * mask.unsqueeze(2).to(probs.dtype)
+        if not pairs:
+            return probs
+        scores = alphas[:, :-1, :, None] + trans + (emissions[:, 1:] + betas[:, 1:])[:, :, None, :]  # (B, T-1, L, L)
+        joint = torch.softmax(scores.flatten(2), dim=2).view_as(scores)
+        return probs, joint * mask[:, 1:, None, None].to(joint.dtype)
 
 
 _blas: ThreadpoolController | None = None
@@ -168,9 +209,10 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
 
 
 def forward_backward(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,
-                     end: np.ndarray) -> np.ndarray | None:
+                     end: np.ndarray, pairs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
     """Marginals p(tag at t = j) of a linear-chain CRF, (B, T, L) float64, 0 at padding; None
     if a step underflowed (every tag's probability 0 in float64), for the caller to fall back.
+    With ``pairs``, also p(tag at t = i, tag at t + 1 = j), (B, T - 1, L, L), 0 past each row's end.
 
     Scaled forward-backward (Rabiner 1989): alpha and beta are rescaled at every step, so
     only their ratios matter and exponentials of score differences stay in range.
@@ -189,22 +231,32 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarr
         total = alpha.sum(1, keepdims=True)
         # a padded step may sum to 0 (nothing there): keep it finite, it is never read
         alphas[:, t] = alpha = alpha / np.where(total > 0, total, 1.0)
-    probs = np.empty_like(alphas)
-    beta = np.broadcast_to(last, alpha.shape)
-    probs[:, -1] = alphas[:, -1] * beta
+    betas = np.empty_like(alphas)
+    betas[:, -1] = beta = np.broadcast_to(last, alpha.shape)
     trans_back = np.ascontiguousarray(step_ok.T)
     for t in range(steps - 2, -1, -1):
         step = (emit[:, t + 1] * beta) @ trans_back
         step /= np.where((total := step.sum(1, keepdims=True)) > 0, total, 1.0)
-        beta = np.where((t + 1 < lengths)[:, None], step, last) if ragged else step
-        probs[:, t] = alphas[:, t] * beta
+        betas[:, t] = beta = np.where((t + 1 < lengths)[:, None], step, last) if ragged else step
+    probs = alphas * betas
     totals = probs.sum(2, keepdims=True)
     real = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]  # (B, T)
     if not (totals[real] > 0).all() or not np.isfinite(totals[real]).all():
         return None
     probs /= np.where(totals > 0, totals, 1.0)
     probs *= real[:, :, None]
-    return np.clip(probs, 0.0, 1.0, out=probs)
+    np.clip(probs, 0.0, 1.0, out=probs)
+    if not pairs:
+        return probs
+    # p(i at t, j at t+1) ∝ alpha_t(i) A(i, j) emit_{t+1}(j) beta_{t+1}(j), normalized per step
+    joint = alphas[:, :-1, :, None] * step_ok * (emit[:, 1:] * betas[:, 1:])[:, :, None, :]  # (B, T-1, L, L)
+    norms = joint.sum((2, 3), keepdims=True)
+    inside = real[:, 1:]  # step t -> t+1 inside the row
+    if not (norms[inside] > 0).all():
+        return None
+    joint /= np.where(norms > 0, norms, 1.0)
+    joint *= inside[:, :, None, None]
+    return probs, np.clip(joint, 0.0, 1.0, out=joint)
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,

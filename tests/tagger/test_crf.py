@@ -388,3 +388,71 @@ def test_marginals_are_probabilities_in_float32(seed):
     assert (marginals >= 0).all() and (marginals <= 1).all()
     real = marginals.sum(2)[mask]
     torch.testing.assert_close(real, torch.ones_like(real), atol=1e-6, rtol=0)
+
+
+def pair_marginals_by_enumeration(crf: CRF, emissions: torch.Tensor, length: int, constraints=None):
+    """(length - 1, L, L) p(tag t = i, tag t + 1 = j) and the (N,) sequence probabilities."""
+    num_tags = emissions.size(-1)
+    sequences = all_sequences(num_tags, length, constraints)
+    probabilities = torch.softmax(path_scores(crf, emissions[:length], sequences), 0)
+    pairs = torch.zeros(max(length - 1, 0), num_tags, num_tags, dtype=torch.float64)
+    for t in range(length - 1):
+        pairs[t].index_put_((sequences[:, t], sequences[:, t + 1]), probabilities, accumulate=True)
+    return pairs, sequences, probabilities
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+@pytest.mark.parametrize("num_tags, lengths", SHAPES)
+def test_pair_marginals_match_enumeration(seed, num_tags, lengths):
+    crf = make_crf(seed, num_tags)
+    emissions, mask, _ = make_batch(seed, num_tags, lengths)
+    unary, pairwise = crf.pair_marginals(emissions, mask)
+    assert pairwise.shape == (len(lengths), max(lengths) - 1, num_tags, num_tags)
+    for row, length in enumerate(lengths):
+        expected, _, _ = pair_marginals_by_enumeration(crf, emissions[row], length)
+        torch.testing.assert_close(pairwise[row, : length - 1], expected, atol=ATOL, rtol=0)
+        torch.testing.assert_close(unary[row, :length], brute_force(crf, emissions[row], length)[2], atol=ATOL, rtol=0)
+        assert pairwise[row, max(length - 1, 0):].eq(0).all()
+        if length > 1:  # pairs sum to the unary marginals on either side
+            torch.testing.assert_close(pairwise[row, : length - 1].sum(2), unary[row, : length - 1], atol=ATOL, rtol=0)
+            torch.testing.assert_close(pairwise[row, : length - 1].sum(1), unary[row, 1:length], atol=ATOL, rtol=0)
+
+
+def test_pair_marginals_under_constraints_and_underflow_fall_back_exactly():
+    labels, constraints = scheme_constraints("iob2")
+    crf = make_crf(3, len(labels), constraints)
+    emissions, mask, _ = make_batch(3, len(labels), [4, 2, 1])
+    emissions = emissions * 400  # rows hundreds of nats apart: the scaled pass underflows, log space does not
+    unary, pairwise = crf.pair_marginals(emissions, mask)
+    for row, length in enumerate([4, 2, 1]):
+        expected, _, _ = pair_marginals_by_enumeration(crf, emissions[row], length, constraints)
+        torch.testing.assert_close(pairwise[row, : length - 1], expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(unary[row, :length], brute_force(crf, emissions[row], length, constraints)[2],
+                                   atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("seed", SEEDS[:4])
+@pytest.mark.parametrize("num_tags, lengths", SHAPES)
+def test_distillation_loss_is_the_cross_entropy_against_the_teacher(seed, num_tags, lengths):
+    """-sum_y p_teacher(y) log p_student(y), by enumeration, for a teacher CRF with other
+    scores and other emissions than the student's."""
+    teacher, student = make_crf(seed, num_tags), make_crf(seed + 100, num_tags)
+    teacher_emissions, mask, _ = make_batch(seed, num_tags, lengths)
+    student_emissions, _, _ = make_batch(seed + 50, num_tags, lengths)
+    unary, pairwise = teacher.pair_marginals(teacher_emissions, mask)
+    loss = student.distillation_loss(student_emissions, mask, unary, pairwise)
+    for row, length in enumerate(lengths):
+        _, sequences, p_teacher = pair_marginals_by_enumeration(teacher, teacher_emissions[row], length)
+        log_p_student = torch.log_softmax(path_scores(student, student_emissions[row, :length], sequences), 0)
+        torch.testing.assert_close(loss[row], -(p_teacher * log_p_student).sum(), atol=1e-7, rtol=1e-9)
+
+
+def test_distillation_loss_is_stationary_at_the_teacher():
+    """A student equal to its teacher sits at the minimum: zero gradient for every score."""
+    crf = make_crf(5, 4)
+    emissions, mask, _ = make_batch(5, 4, [5, 3, 1])
+    emissions.requires_grad_(True)
+    unary, pairwise = crf.pair_marginals(emissions.detach(), mask)
+    crf.distillation_loss(emissions, mask, unary, pairwise).sum().backward()
+    for grad in (emissions.grad, crf.transitions.grad, crf.start.grad, crf.end.grad):
+        torch.testing.assert_close(grad, torch.zeros_like(grad), atol=1e-9, rtol=0)
