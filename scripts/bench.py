@@ -176,7 +176,7 @@ def file_jobs(names: list[str]) -> None:
         scored = cost = ""
         if "scores" in row:
             scored = f"{tokens / row['scores']['seconds']:,.0f}"
-            cost = f"+{row['scores']['seconds'] / row['plain']['seconds'] - 1:.0%}"
+            cost = f"{row['scores']['seconds'] / row['plain']['seconds'] - 1:+.0%}"
         print(f"| {name} | {speed:,.0f} | {row['in_process']:,.0f} | {of} | {versus} | {scored} | {cost} | "
               f"{row['plain']['startup_s']:.2f} |")
 
