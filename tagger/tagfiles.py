@@ -14,11 +14,11 @@ fight them for cores and the GIL, and the job ran at 70-85% of the one-thread sp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import IO
 
 from tagger.output import jsonl_line, split_sentences, write_document
-from tagger.predict import Tagger, TokenizedText, collector_paused
+from tagger.predict import Tagger, collector_paused
 from tagger.readers.documents import Item, bounded_groups, group_documents
 
 CHUNK_DOCUMENTS = 4096  # documents tagged in one call (``tagger tag --batch``)
@@ -43,30 +43,25 @@ def tag_file(tagger: Tagger, items: Iterable[Item], handle: IO[str], output_form
     runs = group_documents(items, together=tagger.context_weight > 0)
     chunks = bounded_groups(runs, _cost, CHUNK_TOKENS, lambda _, size: size >= chunk_documents)
 
-    def read() -> Iterator[tuple[list[list[Item]], list[TokenizedText] | None]]:
-        for chunk in chunks:
-            raw = chunk[0][0][1] is not None  # a chunk holds raw texts or tokenized sentences, not both
-            yield chunk, tagger.tokenize([run[0][1] for run in chunk]) if raw else None  # type: ignore[misc]
-
     spans = {task for task, kind in tagger.tasks.items() if kind == "span"}
     written = 0
-    with collector_paused():  # no reference cycles are made here: see collector_paused
-        for chunk, tokenized in read():
-            flat = [item for run in chunk for item in run]
-            if tokenized is None:  # a corpus's sentences, tagged with their document
+    for chunk in chunks:
+        flat = [item for run in chunk for item in run]
+        with collector_paused():  # a chunk at a time (no reference cycles are made; see collector_paused)
+            if flat[0][1] is None:  # a corpus's sentences, tagged with their document (a chunk is all one kind)
                 merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores)  # type: ignore[union-attr]
                 documents = [sentence for document in merged for sentence in split_sentences(document)]
                 for (doc_id, _, source), document in zip(flat, documents, strict=True):
                     write_document(handle, output_format, doc_id, document, tasks, source)
             elif output_format == "jsonl":  # the common case, written straight from the predictions
-                tagged = tagger.predict_documents(tokenized, scores)
+                tagged = tagger.predict_documents([text for _, text, _ in flat], scores)  # type: ignore[misc]
                 handle.write("".join(jsonl_line(doc_id, t, tasks, spans) for (doc_id, _, _), t in zip(flat, tagged, strict=True)))
             else:
-                for (doc_id, _, source), document in zip(flat, tagger.tag_documents(tokenized, scores), strict=True):
+                for (doc_id, _, source), document in zip(flat, tagger.tag_texts([t for _, t, _ in flat], scores), strict=True):  # type: ignore[misc]
                     write_document(handle, output_format, doc_id, document, tasks, source)
-            written += len(flat)
-            if progress is not None:
-                progress(len(flat))
+        written += len(flat)
+        if progress is not None:
+            progress(len(flat))
     return written
 
 
