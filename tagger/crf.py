@@ -10,6 +10,7 @@ one token and its mask is a prefix of ones (right padding).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -128,28 +129,25 @@ class CRF(nn.Module):
         Returns:
             (B, T, L) probabilities in [0, 1], rows summing to 1 on real tokens, 0 at padding.
         """
-        start, trans, end = self._numpy_scores()
-        lengths = mask.sum(1).cpu().numpy()
-        with _one_blas_thread():
-            probs = forward_backward(emissions.detach().cpu().numpy(), lengths, start, trans, end)
-        if probs is None:
-            probs = self._log_marginals(emissions.double(), mask).cpu().numpy()
-        return torch.from_numpy(probs).to(device=emissions.device, dtype=emissions.dtype)
+        return self._marginals(emissions, mask, pairs=False).to(emissions.dtype)
 
     @torch.no_grad()
     def pair_marginals(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """What a student learns from this CRF as a teacher (:meth:`distillation_loss`): the
         marginals (B, T, L) and the marginals of adjacent tag pairs (B, T - 1, L, L),
         p(tag t = i, tag t + 1 = j), 0 past each row's end; float64."""
+        return self._marginals(emissions, mask, pairs=True)
+
+    def _marginals(self, emissions: Tensor, mask: Tensor, pairs: bool):
+        """:func:`forward_backward` on one BLAS thread; the log-space recursion if it underflows."""
         start, trans, end = self._numpy_scores()
         with _one_blas_thread():
-            result = forward_backward(emissions.detach().cpu().double().numpy(), mask.sum(1).cpu().numpy(),
-                                      start, trans, end, pairs=True)
+            result = forward_backward(emissions.detach().cpu().numpy(), mask.sum(1).cpu().numpy(), start, trans, end,
+                                      pairs=pairs)
         if result is None:
-            unary, pairwise = self._log_marginals(emissions.double(), mask, pairs=True)
-        else:
-            unary, pairwise = (torch.from_numpy(x) for x in result)
-        return unary.to(emissions.device), pairwise.to(emissions.device)
+            return self._log_marginals(emissions.detach().double(), mask, pairs=pairs)
+        tensors = tuple(torch.from_numpy(x).to(emissions.device) for x in (result if pairs else (result,)))
+        return tensors if pairs else tensors[0]
 
     def distillation_loss(self, emissions: Tensor, mask: Tensor, unary: Tensor, pairwise: Tensor) -> Tensor:
         """Cross-entropy of this CRF's distribution over tag sequences against a teacher's,
@@ -192,7 +190,9 @@ class CRF(nn.Module):
         return probs, joint * mask[:, 1:, None, None].to(joint.dtype)
 
 
-_blas: ThreadpoolController | None = None
+@functools.cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()  # inspects the loaded libraries: once
 
 
 def _one_blas_thread() -> contextlib.AbstractContextManager:
@@ -202,10 +202,7 @@ def _one_blas_thread() -> contextlib.AbstractContextManager:
     one; those threads then spin and take cores from torch's next LSTM call: scores cost
     50% more time with them (tagging the EWT test texts with en-pos), 8% without.
     """
-    global _blas
-    if _blas is None:
-        _blas = ThreadpoolController()
-    return _blas.limit(limits=1, user_api="blas")
+    return _blas().limit(limits=1, user_api="blas")
 
 
 def forward_backward(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,

@@ -42,7 +42,7 @@ def jsonl_line(doc_id: Any, tagged: TaggedText, tasks: list[str], span_tasks: Co
     document of ``tagged``, byte for byte, written from its lists without building per-token
     objects or dicts: strings go through the encoder ``json.dumps`` itself uses (labels and task
     names once each), numbers through ``repr`` as ``json.dumps`` does. ``span_tasks``: the
-    tasks whose labels make entities. Three to four times faster than the record route."""
+    tasks whose labels make entities."""
     primary, text, q = tasks[0], tagged.text, _QUOTED
     tokens: list[str] = []
     entities: list[str] = []
