@@ -49,6 +49,11 @@ class Model:
         """The models whose emissions are averaged: this one (see :mod:`tagger.ensemble`)."""
         return [self]
 
+    @property
+    def decoders(self) -> torch.nn.ModuleDict:
+        """Each task's decoder (CRF or softmax): what turns emissions into tags and marginals."""
+        return self.network.decoders
+
     def decode(self, emissions: dict[str, torch.Tensor], mask: torch.Tensor, scores: bool = True
                ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         """Best tags per task (and their marginals), from the tasks' emissions."""

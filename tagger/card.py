@@ -39,6 +39,7 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     for key, value in (data or {}).items():
         lines.append(f"- {key}: {value}")
     lines.append(f"- training: {metrics.get('train_sentences', '?')} sentences, {metrics.get('train_tokens', '?')} tokens")
+    lines += _distill_note(config.get("distill"))
     lines += ["", "## Hyperparameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in model.items() if k != 'tasks'},
                                                        "train": train, "context": config.get("context") or {}}).items()]
@@ -100,6 +101,22 @@ def _ensemble_card(directory: Path, name: str | None, data: dict[str, str] | Non
     if metrics.get("speed"):
         lines.append(f"- tagging speed: {metrics['speed']}")
     return "\n".join(lines) + "\n"
+
+
+def _distill_note(distill: dict[str, Any] | None) -> list[str]:
+    """How a distilled model learned (``tagger distill``, tagger/distill.py)."""
+    if not distill:
+        return []
+    lines = ["", "## Distillation", "",
+             "Distilled: trained on its teachers' output distributions (CRF marginals per token and expected "
+             "transition counts per sentence, each teacher with its own document context), mixed with the gold "
+             f"labels: loss = {distill['weight']:g} × cross-entropy against the teacher + {1 - distill['weight']:g} "
+             f"× gold negative log-likelihood where a sentence has gold labels, the teacher's alone where it has "
+             f"none; temperature {distill['temperature']:g} (`tagger distill`, `tagger/distill.py`).", ""]
+    lines += [f"- {task}: from `{teacher}`" for task, teacher in distill.get("tasks", {}).items()]
+    if distill.get("unlabeled"):
+        lines.append(f"- unlabelled text labelled by the teachers: {', '.join(f'`{u}`' for u in distill['unlabeled'])}")
+    return lines
 
 
 def _context_note(context: dict[str, Any] | None, extra: str = "") -> list[str]:

@@ -1,4 +1,4 @@
-"""Command line: ``tagger train``, ``tagger evaluate``, ``tagger ensemble``, ``tagger tag``.
+"""Command line: ``tagger train``, ``tagger distill``, ``tagger evaluate``, ``tagger ensemble``, ``tagger tag``.
 
 A thin layer: it parses options, calls library functions, prints, and turns the
 library's errors into one ``error: ...`` line and exit status 2.
@@ -83,8 +83,58 @@ def train(
         _fail(error)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
+    _report_saved(output, result, cfg.model.tasks)
+
+
+@app.command()
+def distill(
+    teacher: Annotated[list[Path], typer.Option("--teacher", help="teacher model or ensemble directory (repeatable; a task comes from the first that has it)")],
+    train: Annotated[list[Path], typer.Option("--train", help="gold-labelled corpus (repeatable: a CoNLL-U file for POS, a column file for entities, joined by sentence id)")],
+    dev: Annotated[list[Path], typer.Option("--dev", help="development corpus (repeatable, as --train; early stopping)")],
+    output: Annotated[Path, typer.Option("--output", help="model directory to write")],
+    unlabeled: Annotated[Optional[list[Path]], typer.Option("--unlabeled", help="raw text, plain lines or JSONL {\"text\"} (repeatable); labelled by the teachers")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe for the student: its model, train and distill tables")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. distill.weight=0.7 (repeatable)")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", help="keep the teachers' labels here (reused by later students of the same teachers and data); default: inside OUTPUT, removed at the end")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUTPUT/checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
+) -> None:
+    """Train one student model from teachers' output distributions (knowledge distillation),
+    mixed with the gold labels; the teachers label --train and --unlabeled text once (cached)."""
+    from tagger.artifact import ArtifactError, load_model
+    from tagger.datasets import DatasetError, corpus_examples, unlabeled_examples
+    from tagger.distill import DistillError, assign_tasks, distill as run_distillation, student_tasks
+
+    try:
+        overrides: dict[str, Any] = {"train.epochs": epochs, "train.seed": seed}
+        overrides.update(parse_assignment(item) for item in set_ or [])
+        cfg = load_config(config, overrides)
+        teachers = [load_model(t) for t in teacher]
+        tasks = student_tasks(teachers, assign_tasks(teachers, [t.name for t in cfg.model.tasks] or None))
+        lang = teachers[0].config.lang
+        del teachers
+        train_examples = corpus_examples(train, tasks, cfg.data)
+        dev_examples = corpus_examples(dev, tasks, cfg.data)
+        first = max((e.document for e in train_examples if e.document is not None), default=-1) + 1
+        extra = unlabeled_examples(unlabeled or [], lang, first)
+        if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
+            raise UserError(f"{output} exists and is not a model directory; choose another --output")
+        typer.echo(f"{len(train_examples)} gold-labelled and {len(extra)} unlabelled training sentences; "
+                   f"tasks {', '.join(t.name for t in tasks)}", err=True)
+        result = run_distillation(cfg, teacher, train_examples + extra, dev_examples, output, cache=cache,
+                                  unlabeled=[str(u) for u in unlabeled or []], resume=resume, progress=not quiet)
+    except (ArtifactError, CorpusError, ConfigError, UserError, DatasetError, DistillError, ValueError, OSError) as error:
+        _fail(error)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    _report_saved(output, result, tasks)
+
+
+def _report_saved(output: Path, result: Any, tasks: list[TaskConfig]) -> None:
     scores = []
-    for task in cfg.model.tasks:
+    for task in tasks:
         report = result.metrics["dev"][task.name]
         scores.append(f"{task.name} " + (f"F1 {report['f1']:.4f}" if task.kind == "span" else f"accuracy {report['accuracy']:.4f}"))
     typer.echo(f"saved {output} (best epoch {result.metrics['best_epoch']}; dev {', '.join(scores)})")

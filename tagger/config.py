@@ -101,6 +101,21 @@ class ContextConfig(_Strict):
     capitalized_only: bool = Field(True, description="pool only occurrences that start with a capital letter")
 
 
+class DistillConfig(_Strict):
+    """Knowledge distillation (:mod:`tagger.distill`): how a student learns from teachers.
+
+    On a sentence with gold labels for a task the loss is ``weight`` times the cross-entropy
+    against the teacher plus ``1 - weight`` times the gold labels' negative log-likelihood;
+    a sentence without them (unlabelled text) learns from the teacher alone."""
+
+    weight: float = Field(0.5, ge=0, le=1, description="the teachers' share of the loss where gold labels exist")
+    temperature: float = Field(1.0, gt=0, le=20, description="teacher and student scores divided by it in the "
+                               "distillation term (softer targets above 1)")
+    teachers: list[str] = Field(default_factory=list, description="the teacher model directories, as given")
+    tasks: dict[str, str] = Field(default_factory=dict, description="task -> the teacher it was learned from")
+    unlabeled: list[str] = Field(default_factory=list, description="unlabelled text files the teachers labelled")
+
+
 class TaggerConfig(_Strict):
     """Everything that defines a trained model, written as ``config.json``."""
 
@@ -109,6 +124,7 @@ class TaggerConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     context: ContextConfig = ContextConfig()
+    distill: DistillConfig | None = Field(None, description="set for a model trained by distillation")
 
     def with_context(self, **changes: Any) -> "TaggerConfig":
         """A deep copy with ``context`` fields changed (``weight=0.5``), validated."""

@@ -87,9 +87,11 @@ class CRF(nn.Module):
         last = tags.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)  # (B,)
         return score + end[last]
 
-    def _forward_alphas(self, emissions: Tensor, mask: Tensor) -> list[Tensor]:
-        """alpha[t][b, j]: log-sum of the scores of all prefixes ending in tag j at t."""
-        start, trans, _ = self._scores()
+    def _forward_alphas(self, emissions: Tensor, mask: Tensor, scores: tuple[Tensor, Tensor, Tensor] | None = None
+                        ) -> list[Tensor]:
+        """alpha[t][b, j]: log-sum of the scores of all prefixes ending in tag j at t
+        (``scores``: start, transitions, end to use instead of :meth:`_scores`)."""
+        start, trans, _ = scores or self._scores()
         alpha = start + emissions[:, 0]  # (B, L)
         alphas = [alpha]
         for t in range(1, emissions.size(1)):
@@ -98,9 +100,11 @@ class CRF(nn.Module):
             alphas.append(alpha)
         return alphas
 
-    def _log_partition(self, emissions: Tensor, mask: Tensor) -> Tensor:
-        alpha = self._forward_alphas(emissions, mask)[-1]  # padding keeps each row's last alpha
-        return torch.logsumexp(alpha + self._scores()[2], dim=1)  # (B,)
+    def _log_partition(self, emissions: Tensor, mask: Tensor,
+                       scores: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+        scores = scores or self._scores()
+        alpha = self._forward_alphas(emissions, mask, scores)[-1]  # padding keeps each row's last alpha
+        return torch.logsumexp(alpha + scores[2], dim=1)  # (B,)
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, mask: Tensor) -> Tensor:
@@ -132,48 +136,59 @@ class CRF(nn.Module):
         return self._marginals(emissions, mask, pairs=False).to(emissions.dtype)
 
     @torch.no_grad()
-    def pair_marginals(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def pair_marginals(self, emissions: Tensor, mask: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
         """What a student learns from this CRF as a teacher (:meth:`distillation_loss`): the
         marginals (B, T, L) and the marginals of adjacent tag pairs (B, T - 1, L, L),
-        p(tag t = i, tag t + 1 = j), 0 past each row's end; float64."""
-        return self._marginals(emissions, mask, pairs=True)
+        p(tag t = i, tag t + 1 = j), 0 past each row's end; float64. With ``temperature``
+        above 1, of the softened distribution p(y)^(1/temperature) (every score divided by it)."""
+        return self._marginals(emissions, mask, pairs=True, temperature=temperature)
 
-    def _marginals(self, emissions: Tensor, mask: Tensor, pairs: bool):
+    def _marginals(self, emissions: Tensor, mask: Tensor, pairs: bool, temperature: float = 1.0):
         """:func:`forward_backward` on one BLAS thread; the log-space recursion if it underflows."""
         start, trans, end = self._numpy_scores()
+        values = emissions.detach().cpu().numpy()
+        if temperature != 1.0:
+            start, trans, end, values = (x / temperature for x in (start, trans, end, values))
         with _one_blas_thread():
-            result = forward_backward(emissions.detach().cpu().numpy(), mask.sum(1).cpu().numpy(), start, trans, end,
-                                      pairs=pairs)
+            result = forward_backward(values, mask.sum(1).cpu().numpy(), start, trans, end, pairs=pairs)
         if result is None:
-            return self._log_marginals(emissions.detach().double(), mask, pairs=pairs)
+            return self._log_marginals(emissions.detach().double() / temperature, mask, pairs=pairs,
+                                       temperature=temperature)
         tensors = tuple(torch.from_numpy(x).to(emissions.device) for x in (result if pairs else (result,)))
         return tensors if pairs else tensors[0]
 
-    def distillation_loss(self, emissions: Tensor, mask: Tensor, unary: Tensor, pairwise: Tensor) -> Tensor:
+    def distillation_loss(self, emissions: Tensor, mask: Tensor, unary: Tensor, transitions: Tensor,
+                          temperature: float = 1.0) -> Tensor:
         """Cross-entropy of this CRF's distribution over tag sequences against a teacher's,
         per row: -E_teacher[log p(y | emissions)] = log Z - E_teacher[score(y)].
 
         A linear-chain score is a sum of start, emission, transition and end terms, so its
         expectation under the teacher needs only the teacher's marginals (``unary``, (B, T, L))
-        and pair marginals (``pairwise``, (B, T - 1, L, L)): the objective is exact, not a
-        per-token approximation (Wang et al. 2020, "Structural Knowledge Distillation"). Its
-        minimum over this CRF's scores is at the teacher's distribution. Returns (B,).
+        and its expected transition counts (``transitions``, (B, L, L): the pair marginals of
+        :meth:`pair_marginals` summed over positions, since one transition matrix scores every
+        step): the objective is exact, not a per-token approximation (Wang et al. 2020,
+        "Structural Knowledge Distillation"). Its minimum over this CRF's scores is at the
+        teacher's distribution. With ``temperature``, every score of this CRF is divided by it
+        (the teacher's marginals should come from the same temperature). Returns (B,).
         """
         start, trans, end = self._scores()
-        unary, pairwise = unary.to(emissions.dtype), pairwise.to(emissions.dtype)
+        if temperature != 1.0:
+            start, trans, end, emissions = (x / temperature for x in (start, trans, end, emissions))
+        unary, transitions = unary.to(emissions.dtype), transitions.to(emissions.dtype)
         maskf = mask.to(emissions.dtype)
         expected = (unary * emissions).sum(2).mul(maskf).sum(1) + (unary[:, 0] * start).sum(1)
         last = (mask.sum(1) - 1).view(-1, 1, 1).expand(-1, 1, unary.size(2))
         expected = expected + (unary.gather(1, last).squeeze(1) * end).sum(1)
-        if emissions.size(1) > 1:
-            safe = torch.where(self.trans_ok, trans, torch.zeros_like(trans))  # a teacher's forbidden pairs are 0
-            expected = expected + (pairwise * safe).sum((2, 3)).mul(maskf[:, 1:]).sum(1)
-        return self._log_partition(emissions, mask) - expected
+        safe = torch.where(self.trans_ok, trans, torch.zeros_like(trans))  # a teacher's forbidden pairs are 0
+        expected = expected + (transitions * safe).sum((1, 2))
+        return self._log_partition(emissions, mask, (start, trans, end)) - expected
 
-    def _log_marginals(self, emissions: Tensor, mask: Tensor, pairs: bool = False):
-        """Forward-backward in log space (slower; the fallback of :meth:`marginals`)."""
-        _, trans, end = (s.to(emissions.dtype) for s in self._scores())
-        alphas = torch.stack(self._forward_alphas(emissions, mask), dim=1)  # (B, T, L)
+    def _log_marginals(self, emissions: Tensor, mask: Tensor, pairs: bool = False, temperature: float = 1.0):
+        """Forward-backward in log space (slower; the fallback of :meth:`marginals`);
+        ``emissions`` already divided by ``temperature``, the CRF's scores divided here."""
+        scores = tuple(s.to(emissions.dtype) / temperature for s in self._scores())
+        _, trans, end = scores
+        alphas = torch.stack(self._forward_alphas(emissions, mask, scores), dim=1)  # (B, T, L)
         beta = end.expand(emissions.size(0), -1)  # (B, L)
         betas = [beta]
         for t in range(emissions.size(1) - 2, -1, -1):

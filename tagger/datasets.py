@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from tagger.align import align
 from tagger.batching import Example
 from tagger.config import CorpusFormat, TaggerConfig, TaskConfig
-from tagger.corpus import document_ids
+from tagger.corpus import Sentence, document_ids
 from tagger.readers import detect_format, load_corpus
 
 
@@ -51,3 +53,47 @@ def task_examples(train: str | Path, dev: str | Path, cfg: TaggerConfig,
         merged[split] = [Example(s.tokens, {name: corpora[name][i].labels for name in corpora}, documents[i])
                          for i, s in enumerate(first)]
     return merged["train"], merged["dev"]
+
+
+def corpus_examples(paths: Sequence[str | Path], tasks: Sequence[TaskConfig], data: CorpusFormat = CorpusFormat()
+                    ) -> list[Example]:
+    """Examples from corpora that each label some of ``tasks``, joined by sentence id and
+    tokens (:func:`tagger.align.align`): EWT's CoNLL-U for POS with Universal NER's IOB2 file
+    for entities. A CoNLL-U file supplies the tag tasks read from its upos/xpos columns, any
+    other file the span tasks (and tag tasks whose column is a number); the sentences of the
+    first task's files are the base, and their ``newdoc`` marks the documents."""
+    corpora: dict[str, list[Sentence]] = {}
+    for path in paths:
+        conllu = (data.format if data.format != "auto" else detect_format(path)) == "conllu"
+        supplied = []
+        for task in tasks:
+            if conllu and not (task.kind == "tag" and task.column in ("upos", "xpos", None)):
+                continue
+            if not conllu and not (task.kind == "span" or isinstance(task.column, int)):
+                continue
+            fmt = data.model_copy(update={"label_column": task.column})
+            corpora.setdefault(task.name, []).extend(load_corpus(path, fmt, kind=task.kind).sentences)
+            supplied.append(task.name)
+        if not supplied:
+            raise DatasetError(f"{path}: labels none of the tasks {', '.join(t.name for t in tasks)} "
+                               "(CoNLL-U files supply upos/xpos tasks, column files span tasks)")
+    ordered = {t.name: corpora[t.name] for t in tasks if t.name in corpora}
+    return align(ordered).examples
+
+
+def unlabeled_examples(paths: Sequence[str | Path], lang: str, first_document: int = 0,
+                       batch: int = 512) -> list[Example]:
+    """Raw text (plain text lines or JSONL ``{"text": ...}`` records, as ``tagger tag`` reads
+    them) as examples without labels, tokenized by our tokenizer; each text is a document
+    (numbered from ``first_document``)."""
+    from tagger.readers.documents import read_documents
+    from tagger.tokenize import Tokenizer
+
+    tokenizer, examples, document = Tokenizer(lang), [], first_document
+    for path in paths:
+        texts = [text for _, text, _ in read_documents(path) if text and text.strip()]
+        for start in range(0, len(texts), batch):
+            for sentences in tokenizer.pipe(texts[start:start + batch]):
+                examples += [Example(tuple(t for t, _, _ in s), {}, document) for s in sentences if s]
+                document += 1
+    return examples

@@ -94,6 +94,11 @@ class Ensemble(Model):
     def members(self) -> list[Model]:
         return self._members
 
+    @property
+    def decoders(self) -> nn.ModuleDict:
+        """The averaged decoders (see :func:`averaged_decoders`)."""
+        return self._decoders
+
     def decode(self, emissions: dict[str, Tensor], mask: Tensor, scores: bool = True
                ) -> dict[str, tuple[Tensor, Tensor | None]]:
         """Decode the averaged emissions with the averaged decoders."""

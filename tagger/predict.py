@@ -57,6 +57,31 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
         One dict per sentence: task -> labels (and scores).
     """
     results: list[dict[str, TaskPrediction]] = [{} for _ in sentences]
+    for i, sentence in enumerate(sentences):
+        if not sentence:
+            results[i] = {t: TaskPrediction([], [] if scores else None) for t in model.tasks}
+    lengths = [len(s) for s in sentences]
+    training = [m.network for m in model.members if m.network.training]
+    for network in training:  # walking every module costs more than tagging a short sentence
+        network.eval()
+    try:
+        with torch.inference_mode():
+            for rows, emissions, mask in batch_emissions(model, sentences, documents, batch_size, max_tokens, encoder):
+                _store(results, model, model.decode(emissions, mask, scores=scores), rows, lengths)
+    finally:
+        for network in training:
+            network.train()
+    return results
+
+
+def batch_emissions(model: Model, sentences: Sequence[Sequence[str]], documents: Sequence[Hashable] | None = None,
+                    batch_size: int = 256, max_tokens: int = DEFAULT_BATCH_TOKENS,
+                    encoder: OnnxEncoder | Sequence[OnnxEncoder] | None = None
+                    ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
+    """What the model's decoders see, a batch of similar lengths at a time: the batch's
+    sentence indices, each task's emissions (averaged over an ensemble's members, document
+    context pooled in as :func:`predict` does) and the mask. Empty sentences are skipped.
+    Call it in eval and inference mode (as :func:`predict` does)."""
     lengths = [len(s) for s in sentences]
     members, tasks = model.members, model.tasks
     encoders = list(encoder) if isinstance(encoder, Sequence) else [encoder] * len(members)
@@ -66,44 +91,28 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
         raise ValueError(f"{len(documents)} document ids for {len(sentences)} sentences")
     context = model.config.context
     pooled = [t.name for t in model.config.model.tasks if t.kind == "span"] if context.weight > 0 else []
-    batches = []
-    for indices in bucketed(lengths, batch_size, max_tokens=max_tokens):
-        for i in indices:
-            if not lengths[i]:
-                results[i] = {t: TaskPrediction([], [] if scores else None) for t in tasks}
-        if nonempty := [i for i in indices if lengths[i]]:
-            batches.append(nonempty)
-    training = [m.network for m in members if m.network.training]
-    for network in training:  # walking every module costs more than tagging a short sentence
-        network.eval()
-    try:
-        with torch.inference_mode():
-            if not pooled:
-                for nonempty in batches:
-                    examples = [Example(tuple(sentences[i])) for i in nonempty]
-                    emissions, mask = _emissions(members, encoders, examples, tasks)
-                    _store(results, model, model.decode(emissions, mask, scores=scores), nonempty, lengths)
-                return results
-            # document context: every sentence's emissions first, then pooled, then decoded
-            rows: dict[int, dict[str, torch.Tensor]] = {}
-            for nonempty in batches:
-                emissions, _ = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)
-                for row, i in enumerate(nonempty):
-                    rows[i] = {task: values[row, : lengths[i]] for task, values in emissions.items()}
-            order = list(rows)
-            for task in pooled:
-                mixed = pool_emissions([sentences[i] for i in order], [rows[i][task] for i in order],
-                                       [documents[i] if documents is not None else i for i in order], context)
-                for i, emission in zip(order, mixed):
-                    rows[i][task] = emission
-            for nonempty in batches:
-                emissions = {task: pad_sequence([rows[i][task] for i in nonempty], batch_first=True) for task in tasks}
-                mask = length_mask([lengths[i] for i in nonempty])
-                _store(results, model, model.decode(emissions, mask, scores=scores), nonempty, lengths)
-    finally:
-        for network in training:
-            network.train()
-    return results
+    batches = [nonempty for indices in bucketed(lengths, batch_size, max_tokens=max_tokens)
+               if (nonempty := [i for i in indices if lengths[i]])]
+    if not pooled:
+        for nonempty in batches:
+            emissions, mask = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)
+            yield nonempty, emissions, mask
+        return
+    # document context: every sentence's emissions first, then pooled, then batched again
+    rows: dict[int, dict[str, torch.Tensor]] = {}
+    for nonempty in batches:
+        emissions, _ = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)
+        for row, i in enumerate(nonempty):
+            rows[i] = {task: values[row, : lengths[i]] for task, values in emissions.items()}
+    order = list(rows)
+    for task in pooled:
+        mixed = pool_emissions([sentences[i] for i in order], [rows[i][task] for i in order],
+                               [documents[i] if documents is not None else i for i in order], context)
+        for i, emission in zip(order, mixed):
+            rows[i][task] = emission
+    for nonempty in batches:
+        emissions = {task: pad_sequence([rows[i][task] for i in nonempty], batch_first=True) for task in tasks}
+        yield nonempty, emissions, length_mask([lengths[i] for i in nonempty])
 
 
 def _store(results: list[dict[str, TaskPrediction]], model: Model,

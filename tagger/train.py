@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -110,17 +110,31 @@ def dev_score(model: Model, reports: Mapping[str, Mapping[str, Any]]) -> float:
     return sum(main_score(r, kinds[t]) for t, r in reports.items()) / max(len(reports), 1)
 
 
+class Teacher(Protocol):
+    """What a student trains from besides gold labels (:class:`tagger.distill.TeacherCache`)."""
+
+    def labels(self) -> dict[str, Vocab]: ...
+
+    def batch(self, indices: Sequence[int], width: int) -> dict[str, Any]: ...
+
+    def loss(self, network: torch.nn.Module, emissions: Mapping[str, torch.Tensor], mask: torch.Tensor,
+             tags: Mapping[str, torch.Tensor], has_tags: Mapping[str, torch.Tensor], soft: Any) -> torch.Tensor: ...
+
+
 class _Objective(torch.nn.Module):
     """The network's training loss as one module call, so DistributedDataParallel sees the
-    CRF's parameters used in the same forward as the encoder's."""
+    CRF's parameters used in the same forward as the encoder's. With a teacher, the loss
+    is the teacher's (distillation); ``soft`` is its batch."""
 
-    def __init__(self, network: torch.nn.Module):
+    def __init__(self, network: torch.nn.Module, teacher: Teacher | None = None):
         super().__init__()
-        self.network = network
+        self.network, self.teacher = network, teacher
 
-    def forward(self, words, chars, char_index, mask, casing, tags, has_tags):
+    def forward(self, words, chars, char_index, mask, casing, tags, has_tags, soft=None):
         emissions = self.network(words, chars, char_index, mask, casing)
-        return self.network.loss(emissions, tags, has_tags, mask)
+        if self.teacher is None:
+            return self.network.loss(emissions, tags, has_tags, mask)
+        return self.teacher.loss(self.network, emissions, mask, tags, has_tags, soft)
 
 
 def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: str | Path,
@@ -153,7 +167,9 @@ def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequenc
 def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: Path,
            resume: bool, progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
            on_step: Callable[[dict[str, Any]], None] | None, base: Model | None,
-           context: distributed.Context) -> TrainResult:
+           context: distributed.Context, teacher: Teacher | None = None) -> TrainResult:
+    """:func:`train`'s loop; with ``teacher``, a distillation (:func:`tagger.distill.distill`):
+    the label lists are the teacher's and each batch's loss comes from it."""
     tc = config.train
     main = context.is_main
     progress = progress and main
@@ -172,6 +188,8 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         table = pretrained = None
     else:
         words, chars, labels, table, pretrained = build_vocabularies(config, train_data)
+        if teacher is not None:
+            labels = teacher.labels()
     if table is not None:
         config = config.model_copy(deep=True)
         config.model.word_dim = table.shape[1]
@@ -184,7 +202,7 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         if config.model.freeze_vectors:  # pretrained rows get no gradient; the others learn
             trainable = torch.from_numpy(~pretrained).unsqueeze(1).float()  # (V, 1)
             network.word_embed.weight.register_hook(lambda grad: grad * trainable)
-    objective: torch.nn.Module = _Objective(network)
+    objective: torch.nn.Module = _Objective(network, teacher)
     if context.enabled:  # the same initial weights everywhere (DDP broadcasts rank 0's); own dropout per rank
         objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=len(config.model.tasks) > 1)
         torch.manual_seed(tc.seed + context.rank)
@@ -214,8 +232,9 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
             if config.model.word_dropout:
                 drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
                 batch.words = batch.words.masked_fill(drop, 1)  # 1 = unknown word
+            soft = teacher.batch(indices, batch.mask.size(1)) if teacher is not None else None
             loss = objective(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing,
-                             batch.tags, batch.has_tags)
+                             batch.tags, batch.has_tags, soft)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), tc.clip)

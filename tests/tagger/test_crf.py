@@ -440,10 +440,31 @@ def test_distillation_loss_is_the_cross_entropy_against_the_teacher(seed, num_ta
     teacher_emissions, mask, _ = make_batch(seed, num_tags, lengths)
     student_emissions, _, _ = make_batch(seed + 50, num_tags, lengths)
     unary, pairwise = teacher.pair_marginals(teacher_emissions, mask)
-    loss = student.distillation_loss(student_emissions, mask, unary, pairwise)
+    loss = student.distillation_loss(student_emissions, mask, unary, pairwise.sum(1))
     for row, length in enumerate(lengths):
         _, sequences, p_teacher = pair_marginals_by_enumeration(teacher, teacher_emissions[row], length)
         log_p_student = torch.log_softmax(path_scores(student, student_emissions[row, :length], sequences), 0)
+        torch.testing.assert_close(loss[row], -(p_teacher * log_p_student).sum(), atol=1e-7, rtol=1e-9)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0, 4.0])
+def test_temperature_softens_both_sides_of_the_distillation_loss(temperature):
+    """At temperature T the teacher's marginals are those of p(y)^(1/T), renormalized, and the
+    loss is the cross-entropy between both CRFs' distributions with every score divided by T."""
+    lengths = [5, 3, 1]
+    teacher, student = make_crf(7, 4), make_crf(8, 4)
+    teacher_emissions, mask, _ = make_batch(7, 4, lengths)
+    student_emissions, _, _ = make_batch(9, 4, lengths)
+    unary, pairwise = teacher.pair_marginals(teacher_emissions, mask, temperature=temperature)
+    loss = student.distillation_loss(student_emissions, mask, unary, pairwise.sum(1), temperature=temperature)
+    for row, length in enumerate(lengths):
+        sequences = all_sequences(4, length)
+        p_teacher = torch.softmax(path_scores(teacher, teacher_emissions[row, :length], sequences) / temperature, 0)
+        expected_unary = torch.zeros(length, 4, dtype=torch.float64)
+        for t in range(length):
+            expected_unary[t].index_add_(0, sequences[:, t], p_teacher)
+        torch.testing.assert_close(unary[row, :length], expected_unary, atol=ATOL, rtol=0)
+        log_p_student = torch.log_softmax(path_scores(student, student_emissions[row, :length], sequences) / temperature, 0)
         torch.testing.assert_close(loss[row], -(p_teacher * log_p_student).sum(), atol=1e-7, rtol=1e-9)
 
 
@@ -453,6 +474,6 @@ def test_distillation_loss_is_stationary_at_the_teacher():
     emissions, mask, _ = make_batch(5, 4, [5, 3, 1])
     emissions.requires_grad_(True)
     unary, pairwise = crf.pair_marginals(emissions.detach(), mask)
-    crf.distillation_loss(emissions, mask, unary, pairwise).sum().backward()
+    crf.distillation_loss(emissions, mask, unary, pairwise.sum(1)).sum().backward()
     for grad in (emissions.grad, crf.transitions.grad, crf.start.grad, crf.end.grad):
         torch.testing.assert_close(grad, torch.zeros_like(grad), atol=1e-9, rtol=0)
