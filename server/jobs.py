@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,10 @@ class JobManager:
 
     # --- requests -------------------------------------------------------------------------
 
-    def submit(self, train: str, dev: str, model_name: str, overrides: dict[str, str], base: str = "") -> dict[str, Any]:
-        """Queue a job; ``base`` is ``name`` (its active version) or ``name:version`` to start from."""
+    def submit(self, train: str, dev: str, model_name: str, overrides: dict[str, str], base: str = "",
+               teachers: Sequence[str] = ()) -> dict[str, Any]:
+        """Queue a job; ``base`` is ``name`` (its active version) or ``name:version`` to start
+        from; ``teachers`` (the same form) make it a distillation."""
         from tagger.config import ConfigError, load_config, parse_assignment
 
         check_name(model_name)
@@ -84,13 +86,12 @@ class JobManager:
             config = load_config(None, dict(parse_assignment(f"{k}={v}") for k, v in overrides.items()))
         except ConfigError as error:
             raise JobError(str(error)) from None
-        base_path = None
-        if base:
-            base_name, _, base_version = base.partition(":")
-            base_version = base_version or self.models.active(base_name) or ""
-            base_path = str(self.models.path(base_name, base_version))
+        if base and teachers:
+            raise JobError("a job starts from a base model or learns from teachers, not both")
+        base_path = self._model_path(base) if base else None
         job_id = uuid.uuid4().hex[:12]
-        request = {"train": train, "dev": dev, "config": config.model_dump_json(), "base": base_path}
+        request = {"train": train, "dev": dev, "config": config.model_dump_json(), "base": base_path,
+                   "teachers": [self._model_path(t) for t in teachers]}
         row = {"id": job_id, "state": "QUEUED", "model_name": model_name, "request": json.dumps(request),
                "version": "", "activated": 0, "epoch": 0, "epochs": config.train.epochs, "step": 0, "steps": 0,
                "loss": 0.0, "dev_score": 0.0, "error": "", "created": time.time(), "started": 0.0,
@@ -99,6 +100,14 @@ class JobManager:
             self.db.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * len(COLUMNS))})", [row[c] for c in COLUMNS])
         self._wake.set()
         return row
+
+    def _model_path(self, reference: str) -> str:
+        """``name`` (its active version) or ``name:version`` -> the stored model's directory."""
+        name, _, version = reference.partition(":")
+        version = version or self.models.active(check_name(name)) or ""
+        if not version:
+            raise StoreError(f"model {name} has no version to use (no such model, or none active)")
+        return str(self.models.path(name, version))
 
     def get(self, job_id: str) -> dict[str, Any]:
         with self._lock:
@@ -170,7 +179,8 @@ class JobManager:
         process = context.Process(target=worker.run, daemon=True, args=(
             str(directory), request["config"], str(self.corpora.path(request["train"])),
             self.corpora.meta(request["train"])["format"], str(self.corpora.path(request["dev"])),
-            self.corpora.meta(request["dev"])["format"], self.threads, events, request.get("base")))
+            self.corpora.meta(request["dev"])["format"], self.threads, events, request.get("base"),
+            request.get("teachers") or []))
         process.start()
         self._processes[job_id] = process
         await self._set(job_id, state="RUNNING", started=time.time())

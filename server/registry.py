@@ -31,7 +31,9 @@ class ModelEntry:
         return self.tagger.tasks
 
 
-BUNDLED_DEFAULTS = ["en-pos", "en-ner"]
+# the defaults of a bundled models directory, the first set that is all there: en-core (one
+# distilled model, POS and NER in one pass), else en-pos with the en-ner ensemble
+BUNDLED_DEFAULTS = (["en-core"], ["en-pos", "en-ner"])
 
 
 class UnknownModel(KeyError):
@@ -100,9 +102,9 @@ class ModelRegistry:
     @classmethod
     def from_directory(cls, models_dir: Path, defaults: Iterable[str] | None = None,
                        backend: str = "torch") -> "ModelRegistry":
-        """Load every model under ``models_dir``. Without ``defaults``: the bundled pair
-        (en-pos and the en-ner ensemble: en-joint's NER head alone is weaker, see the cards)
-        if present, else every model."""
+        """Load every model under ``models_dir``. Without ``defaults``: the first of
+        :data:`BUNDLED_DEFAULTS` that is present (en-core, else en-pos with the en-ner
+        ensemble), else every model."""
         entries = [load_entry(p.name, p, backend=backend) for p in discover(models_dir)]
         return cls._with_defaults(entries, defaults, models_dir)
 
@@ -112,7 +114,7 @@ class ModelRegistry:
             raise ArtifactError(f"{where}: no model directories found")
         names = {e.name for e in entries}
         if defaults is None:
-            chosen = BUNDLED_DEFAULTS if set(BUNDLED_DEFAULTS) <= names else sorted(names)
+            chosen = next((list(d) for d in BUNDLED_DEFAULTS if set(d) <= names), sorted(names))
         else:
             chosen = list(defaults)
         missing = [n for n in chosen if n not in names]

@@ -38,7 +38,7 @@ class ServerSettings(BaseSettings):
     max_versions: int = Field(20, ge=1, description="versions kept per model; training past it is refused "
                               "until an old version is deleted")
     default_models: list[str] | None = Field(None, min_length=1, description="used when a request names none; unset: "
-                                             "en-pos and en-ner when both are present, else every model")
+                                             "en-core if present, else en-pos and en-ner when both are, else every model")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Prometheus metrics over HTTP")
     max_message_bytes: int = Field(16 * MIB, ge=1024)
     max_document_chars: int = Field(1_000_000, ge=1)

@@ -79,7 +79,7 @@ class TrainingService(pb_grpc.TrainingServicer):
     async def StartTraining(self, request: pb.StartTrainingRequest, context) -> pb.Job:
         try:
             job = self.jobs.submit(request.train_corpus, request.dev_corpus, request.model_name,
-                                   dict(request.overrides), request.base_model)
+                                   dict(request.overrides), request.base_model, list(request.teachers))
         except StoreError as error:
             code = grpc.StatusCode.NOT_FOUND if "no corpus" in str(error) or "has no version" in str(error) \
                 else grpc.StatusCode.RESOURCE_EXHAUSTED if "the limit" in str(error) else grpc.StatusCode.INVALID_ARGUMENT

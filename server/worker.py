@@ -13,7 +13,8 @@ from typing import Any
 
 
 def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any], dev: str,
-        dev_format: dict[str, Any], threads: int, events, base: str | None = None) -> None:
+        dev_format: dict[str, Any], threads: int, events, base: str | None = None,
+        teachers: list[str] | None = None) -> None:
     directory = Path(job_dir)
     parent = os.getppid()
 
@@ -37,6 +38,13 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
 
         config = TaggerConfig.model_validate_json(config_json)
         config.data = CorpusFormat.model_validate(train_format)
+        progress = {"progress": False, "on_epoch": lambda record: report("epoch", record),
+                    "on_step": lambda record: report("step", record)}
+        if teachers:
+            result = _distill(config, teachers, train, dev, CorpusFormat.model_validate(dev_format), directory, progress)
+            events.put(("done", {"dev": result.metrics["dev"]}))
+            print("done", flush=True)
+            return
         base_model = load_model(base) if base else None
         if base_model is not None:
             config.model = base_model.config.model
@@ -44,9 +52,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
             config.model.tasks = tasks_for(train, config.data, [None])
         train_examples, dev_examples = task_examples(train, dev, config, CorpusFormat.model_validate(dev_format))
         print(f"training on {len(train_examples)} sentences, {len(dev_examples)} dev sentences", flush=True)
-        result = run_training(config, train_examples, dev_examples, directory / "model", progress=False,
-                              on_epoch=lambda record: report("epoch", record),
-                              on_step=lambda record: report("step", record), base=base_model)
+        result = run_training(config, train_examples, dev_examples, directory / "model", base=base_model, **progress)
         events.put(("done", {"dev": result.metrics["dev"]}))
         print("done", flush=True)
     except BaseException as error:  # reported to the server, then the process ends
@@ -54,3 +60,20 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
         events.put(("error", f"{type(error).__name__}: {error}"))
     finally:
         log.flush()
+
+
+def _distill(config, teachers: list[str], train: str, dev: str, dev_format, directory: Path, progress: dict[str, Any]):
+    """A distillation job: the student's tasks are the teachers'; the corpora's gold labels
+    count for the tasks they label."""
+    from tagger.artifact import load_model
+    from tagger.datasets import corpus_examples
+    from tagger.distill import assign_tasks, distill, student_tasks
+
+    loaded = [load_model(t) for t in teachers]
+    tasks = student_tasks(loaded, assign_tasks(loaded, [t.name for t in config.model.tasks] or None))
+    del loaded
+    train_examples = corpus_examples([train], tasks, config.data)
+    dev_examples = corpus_examples([dev], tasks, dev_format)
+    print(f"distilling from {len(teachers)} teacher(s) on {len(train_examples)} sentences, "
+          f"{len(dev_examples)} dev sentences", flush=True)
+    return distill(config, teachers, train_examples, dev_examples, directory / "model", **progress)

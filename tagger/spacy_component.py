@@ -5,7 +5,7 @@ pipeline can use it::
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
-    nlp.add_pipe("bilstm_tagger", config={"model": "models/en-joint"})
+    nlp.add_pipe("bilstm_tagger", config={"model": "models/en-core"})
     doc = nlp("Barack Obama visited Paris.")
 
 Tasks map to attributes: ``upos`` -> ``pos_``, ``xpos`` -> ``tag_``, ``ner`` -> ``doc.ents``.
@@ -70,6 +70,6 @@ class BiLSTMTaggerComponent:
             yield doc
 
 
-@Language.factory("bilstm_tagger", default_config={"model": "models/en-joint", "batch_size": 64})
+@Language.factory("bilstm_tagger", default_config={"model": "models/en-core", "batch_size": 64})
 def make_bilstm_tagger(nlp: Language, name: str, model: str, batch_size: int) -> BiLSTMTaggerComponent:
     return BiLSTMTaggerComponent(nlp, name, model, batch_size)

@@ -241,7 +241,7 @@ class Corpus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., sentences: _Optional[int] = ..., tokens: _Optional[int] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("train_corpus", "dev_corpus", "model_name", "overrides", "base_model")
+    __slots__ = ("train_corpus", "dev_corpus", "model_name", "overrides", "base_model", "teachers")
     class OverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -254,12 +254,14 @@ class StartTrainingRequest(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEACHERS_FIELD_NUMBER: _ClassVar[int]
     train_corpus: str
     dev_corpus: str
     model_name: str
     overrides: _containers.ScalarMap[str, str]
     base_model: str
-    def __init__(self, train_corpus: _Optional[str] = ..., dev_corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., overrides: _Optional[_Mapping[str, str]] = ..., base_model: _Optional[str] = ...) -> None: ...
+    teachers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, train_corpus: _Optional[str] = ..., dev_corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., overrides: _Optional[_Mapping[str, str]] = ..., base_model: _Optional[str] = ..., teachers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)

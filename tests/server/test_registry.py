@@ -18,6 +18,8 @@ def test_defaults(models_dir, tmp_path):
     for name, source in (("en-pos", "pos"), ("en-ner", "ner"), ("en-joint", "pos")):
         shutil.copytree(models_dir / source, bundled / name)
     assert ModelRegistry.from_directory(bundled).defaults == ["en-pos", "en-ner"]
+    shutil.copytree(models_dir / "pos", bundled / "en-core")  # the one-pass default wins when bundled
+    assert ModelRegistry.from_directory(bundled).defaults == ["en-core"]
     with pytest.raises(ArtifactError, match="default model"):
         ModelRegistry.from_directory(models_dir, ["missing"])
 

@@ -331,3 +331,38 @@ def test_limits_on_stored_corpora_and_model_versions(loop_thread, models_dir, tm
             assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "model pos has 1 version, the limit; delete an old version first" in error.value.details()
             assert training.ListJobs(pb.ListJobsRequest(), timeout=30).jobs == []
+
+
+def test_a_distillation_job_learns_from_a_served_teacher(loop_thread, models_dir, tmp_path, shared_data):
+    """StartTraining with teachers: a student of the served NER model, from an uploaded corpus."""
+    data_dir = tmp_path / "data"
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            plain = lambda split, n: corpus_bytes(shared_data, split, n).replace(b"-PLACE\t", b"-LOC\t")  # noqa: E731
+            upload(training, "ner-train", plain("train", 300))
+            upload(training, "ner-dev", plain("dev", 60))
+            job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="ner-train", dev_corpus="ner-dev", model_name="student", teachers=["ner"],
+                overrides={**FAST, "distill.weight": "0.8"}), timeout=30)
+            done = watch(training, job.id)[-1].job
+            assert (done.state, done.version) == ("SUCCEEDED", "1"), done.error
+            assert "ner.f1" in done.dev_metrics
+            log = (data_dir / "jobs" / job.id / "log.txt").read_text()
+            assert "distilling from 1 teacher(s) on 300 sentences" in log
+            with TaggerClient(f"127.0.0.1:{running.port}") as client:
+                response = client.tag("We drove from Boston to Chicago last year .", models=["student"])
+                assert response.models[0].name == "student" and len(response.models[0].tokens) == 9
+
+            upload(training, "places-train", corpus_bytes(shared_data, "train", 50))
+            places = training.StartTraining(pb.StartTrainingRequest(  # labels the teacher never saw: a clear failure
+                train_corpus="places-train", dev_corpus="ner-dev", model_name="student2", teachers=["ner"],
+                overrides=FAST), timeout=30)
+            failed = watch(training, places.id)[-1].job
+            assert failed.state == "FAILED" and "PLACE" in failed.error
+            for request, code in ((dict(teachers=["ner"], base_model="ner"), grpc.StatusCode.INVALID_ARGUMENT),
+                                  (dict(teachers=["nobody"]), grpc.StatusCode.NOT_FOUND)):
+                with pytest.raises(grpc.RpcError) as error:
+                    training.StartTraining(pb.StartTrainingRequest(train_corpus="ner-train", dev_corpus="ner-dev",
+                                                                   model_name="x", **request), timeout=30)
+                assert error.value.code() == code, error.value.details()
