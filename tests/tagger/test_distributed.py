@@ -64,3 +64,24 @@ def test_tagger_train_under_torchrun_with_two_processes(tmp_path, data_dir, writ
     accuracy = evaluate_model(model, examples)["upos"]["accuracy"]
     assert accuracy == pytest.approx(metrics["dev"]["upos"]["accuracy"])
     assert accuracy > 0.6  # the majority tag (NOUN) is under 0.2
+
+
+def test_tagger_distill_under_torchrun_with_two_processes(tmp_path, data_dir, write_head, tiny_pos_model):
+    """Rank 0 has the teacher label the text once; both ranks train on the cache."""
+    ewt = data_dir / "ud-english-ewt"
+    train = write_head(ewt / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 400)
+    dev = write_head(ewt / "en_ewt-ud-dev.conllu", tmp_path / "dev.conllu", 100)
+    output, cache = tmp_path / "student", tmp_path / "cache"
+    tagger = shutil.which("tagger", path=str(Path(sys.executable).parent))
+    command = [*_torchrun(), "--standalone", "--nproc-per-node", "2", "--no-python", tagger, "distill",
+               "--teacher", str(tiny_pos_model), "--train", str(train), "--dev", str(dev), "--output", str(output),
+               "--cache", str(cache), "--epochs", "2", "--set", "train.batch_size=16",
+               "--set", "train.lr=0.01", "--set", "model.encoder.hidden=32"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("saved ") == 1, done.stdout
+    assert done.stdout.count("labelling 400 sentences") == 1  # rank 0 only
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["processes"] == 2 and metrics["epochs_run"] == 2
+    assert json.loads((cache / "teachers.json").read_text())["sentences"] == 400
+    assert load_model(output).config.distill.tasks == {"upos": str(tiny_pos_model)}
