@@ -127,17 +127,20 @@ def client_train(
     dev: Annotated[str, typer.Option("--dev", help="uploaded development corpus")],
     model: Annotated[str, typer.Option("--model", help="model name to add a version to")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="config override, e.g. train.epochs=5")] = None,
+    base: Annotated[str, typer.Option("--base", help="continue training this served model (name or name:version)")] = "",
+    teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="distil from this served model (name or "
+                                                          "name:version; repeatable): the new model learns its outputs")] = None,
     server: ServerOpt = "127.0.0.1:50051",
     token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
 ) -> None:
-    """Start a training job and follow it with a progress bar until it ends."""
+    """Start a training (or, with --teacher, distillation) job and follow it with a progress bar until it ends."""
     import grpc
     from tqdm import tqdm
 
     overrides = dict(item.split("=", 1) for item in set_ or [] if "=" in item)
     try:
         with _client(server, tls_ca, tls_cert, tls_key, token) as client:
-            job = client.start_training(train, dev, model, overrides)
+            job = client.start_training(train, dev, model, overrides, base, teacher or [])
             typer.echo(f"job {job.id} queued")
             bar = tqdm(total=job.epochs, unit="epoch", desc=f"training {model}")
             for event in client.watch_job(job.id):

@@ -106,9 +106,12 @@ class TaggerClient:
                     yield pb.CorpusChunk(name=name, format=fmt or pb.CorpusFormat())
         return self.training_stub.UploadCorpus(chunks(), timeout=None, metadata=self.metadata)
 
-    def start_training(self, train: str, dev: str, model_name: str, overrides: dict[str, str] | None = None) -> pb.Job:
+    def start_training(self, train: str, dev: str, model_name: str, overrides: dict[str, str] | None = None,
+                       base_model: str = "", teachers: Sequence[str] = ()) -> pb.Job:
+        """Start a training job; with ``teachers`` (served models, ``name`` or ``name:version``)
+        a distillation job."""
         request = pb.StartTrainingRequest(train_corpus=train, dev_corpus=dev, model_name=model_name,
-                                          overrides=overrides or {})
+                                          overrides=overrides or {}, base_model=base_model, teachers=list(teachers))
         return self.training_stub.StartTraining(request, timeout=self.timeout, metadata=self.metadata)
 
     def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:

@@ -357,9 +357,8 @@ def test_a_distillation_job_learns_from_a_served_teacher(loop_thread, models_dir
                 assert len(tokens) == 9 and all("ner" in t.labels for t in tokens)
 
             upload(training, "places-train", corpus_bytes(shared_data, "train", 50))
-            places = training.StartTraining(pb.StartTrainingRequest(  # labels the teacher never saw: a clear failure
-                train_corpus="places-train", dev_corpus="ner-dev", model_name="student2", teachers=["ner"],
-                overrides=FAST), timeout=30)
+            with TaggerClient(f"127.0.0.1:{running.port}") as client:  # labels the teacher never saw: a clear failure
+                places = client.start_training("places-train", "ner-dev", "student2", FAST, teachers=["ner"])
             failed = watch(training, places.id)[-1].job
             assert failed.state == "FAILED" and "PLACE" in failed.error
             for request, code in ((dict(teachers=["ner"], base_model="ner"), grpc.StatusCode.INVALID_ARGUMENT),
