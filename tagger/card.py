@@ -47,6 +47,7 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     for split in ("dev", "test"):
         for task, report in (metrics.get(split) or {}).items():
             lines += _report(split, task, report)
+    lines += _search_note(metrics.get("search"))
     lines += ["", "## Training", "",
               f"- best epoch {metrics.get('best_epoch')} of {metrics.get('epochs_run')}, "
               f"{metrics.get('train_seconds', 0) / 60:.1f} min of training on this machine",
@@ -132,6 +133,27 @@ def _distill_note(distill: dict[str, Any] | None, students: list[dict[str, Any]]
                          + f" | {row['tokens_per_second']:,} | {(row.get('train_seconds') or 0) / 60:.1f} | "
                          + ("yes" if row.get("chosen") else "") + " |")
     return lines
+
+
+def _search_note(search: dict[str, Any] | None) -> list[str]:
+    """The hyperparameter search this model won (``tagger tune``)."""
+    if not search:
+        return []
+    best = search["best"]
+    lines = ["", "## Search", "",
+             f"Best of {len(search['trials'])} trials (`tagger tune`, {search['engine']}; history in "
+             f"`search-history.png`, every epoch in `search.json`): trial {best['number']}, dev {best['dev']:.4f}.", "",
+             "| trial | state | dev | epochs | " + " | ".join(search["space"]) + " |",
+             "|---:|---|---:|---:|" + "---:|" * len(search["space"])]
+    for trial in search["trials"]:
+        values = " | ".join(_short(trial["params"].get(k)) for k in search["space"])
+        dev = f"{trial['dev']:.4f}" if trial["dev"] is not None else "-"
+        lines.append(f"| {trial['number']} | {trial['state'].lower()} | {dev} | {trial['epochs']} | {values} |")
+    return lines
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "-" if value is None else str(value)
 
 
 def _context_note(context: dict[str, Any] | None, extra: str = "") -> list[str]:

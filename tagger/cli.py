@@ -1,4 +1,4 @@
-"""Command line: ``tagger train``, ``tagger distill``, ``tagger evaluate``, ``tagger ensemble``, ``tagger tag``.
+"""Command line: ``tagger train``, ``tagger tune``, ``tagger distill``, ``tagger evaluate``, ``tagger ensemble``, ``tagger tag``.
 
 A thin layer: it parses options, calls library functions, prints, and turns the
 library's errors into one ``error: ...`` line and exit status 2.
@@ -62,20 +62,14 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Train a tagger on a CoNLL-style corpus; the best model (by dev score) is kept in OUTPUT."""
-    from tagger.datasets import DatasetError, task_examples, tasks_for
+    from tagger.datasets import DatasetError
     from tagger.train import train as run_training
 
     try:
         overrides: dict[str, Any] = {"model.vectors": vectors, "train.epochs": epochs, "train.seed": seed,
                                      "train.max_sentences": max_sentences}
-        overrides.update(parse_assignment(item) for item in set_ or [])
-        cfg = load_config(config, overrides)
-        columns = label_column.split(",") if label_column else [None]
-        if fmt != "auto" or token_column or label_column or scheme != "auto":
-            cfg.data = _format(fmt, token_column, columns[0], scheme)
-        if not cfg.model.tasks:
-            cfg.model.tasks = tasks_for(train, cfg.data, [_column(c) for c in columns], decoder)
-        train_examples, dev_examples = task_examples(train, dev, cfg)
+        cfg, train_examples, dev_examples = _training_data(train, dev, config, overrides, set_, fmt, token_column,
+                                                           label_column, scheme, decoder)
         if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
             raise UserError(f"{output} exists and is not a model directory; choose another --output")
         result = run_training(cfg, train_examples, dev_examples, output, resume=resume, progress=not quiet)
@@ -138,6 +132,82 @@ def _report_saved(output: Path, result: Any, tasks: list[TaskConfig]) -> None:
         report = result.metrics["dev"][task.name]
         scores.append(f"{task.name} " + (f"F1 {report['f1']:.4f}" if task.kind == "span" else f"accuracy {report['accuracy']:.4f}"))
     typer.echo(f"saved {output} (best epoch {result.metrics['best_epoch']}; dev {', '.join(scores)})")
+
+
+def _training_data(train: Path, dev: Path, config: Path | None, overrides: dict[str, Any], set_: list[str] | None,
+                   fmt: str, token_column: int | None, label_column: str | None, scheme: str, decoder: str = "crf"):
+    """The resolved config (recipe, flags, --set; tasks from the label columns) and the
+    training and dev examples, as ``tagger train`` and ``tagger tune`` read them."""
+    from tagger.datasets import task_examples, tasks_for
+
+    overrides = {**overrides, **dict(parse_assignment(item) for item in set_ or [])}
+    cfg = load_config(config, overrides)
+    columns = label_column.split(",") if label_column else [None]
+    if fmt != "auto" or token_column or label_column or scheme != "auto":
+        cfg.data = _format(fmt, token_column, columns[0], scheme)
+    if not cfg.model.tasks:
+        cfg.model.tasks = tasks_for(train, cfg.data, [_column(c) for c in columns], decoder)
+    train_examples, dev_examples = task_examples(train, dev, cfg)
+    return cfg, train_examples, dev_examples
+
+
+@app.command()
+def tune(
+    train: Annotated[Path, typer.Option("--train", help="training corpus")],
+    dev: Annotated[Path, typer.Option("--dev", help="development corpus (trials are scored and pruned on it)")],
+    output: Annotated[Path, typer.Option("--output", help="directory: the study, the trials, and at the end the best model")],
+    trials: Annotated[int, typer.Option("--trials", min=1, help="trials in all; a resumed search counts the earlier ones")] = 20,
+    time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="stop after this long: 2h, 90m, 600s")] = None,
+    space: Annotated[Optional[Path], typer.Option("--space", help="TOML search space (default: tagger/tune.py DEFAULT_SPACE)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="trials at once, each in its own process")] = 1,
+    engine: Annotated[str, typer.Option("--engine", help="optuna (local processes) or ray (Ray Tune; the ray extra)")] = "optuna",
+    fmt: FormatOpt = "auto",
+    token_column: TokenColOpt = None,
+    label_column: LabelColOpt = None,
+    scheme: SchemeOpt = "auto",
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe the trials start from")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="epochs per trial at most")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="fixed override for every trial (repeatable)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress display")] = False,
+) -> None:
+    """Search hyperparameters (Optuna TPE with pruning; the study is kept in OUTPUT and a rerun
+    resumes it); OUTPUT ends up as the best trial's model with the search in its card."""
+    from tagger.datasets import DatasetError
+
+    try:
+        from tagger.tune import TuneSettings, load_space, tune as run_search
+        settings = TuneSettings(trials=trials, time_budget=_seconds(time_budget), jobs=jobs, seed=seed or 1,
+                                engine=engine)  # type: ignore[arg-type]
+        cfg, train_examples, dev_examples = _training_data(train, dev, config, {"train.epochs": epochs, "train.seed": seed},
+                                                           set_, fmt, token_column, label_column, scheme)
+        searched = load_space(space)
+        if output.exists() and any(output.iterdir()) and not (output / "study.sqlite").exists():
+            raise UserError(f"{output} exists and holds no search; choose another --output")
+        info = run_search(cfg, train_examples, dev_examples, output, settings, searched, progress=not quiet)
+    except ImportError as error:
+        _fail(UserError(f"{error.name or error}: tagger tune needs the tune extra (pip install 'tagger[tune]')"))
+    except (CorpusError, ConfigError, UserError, DatasetError, ValueError, OSError, RuntimeError) as error:
+        _fail(error)
+    best = info["best"]
+    settings_text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+    typer.echo(f"saved {output}: best of {len(info['trials'])} trials is trial {best['number']} "
+               f"(dev {best['dev']:.4f}; {settings_text})")
+
+
+def _seconds(text: str | None) -> float | None:
+    """``2h``, ``90m``, ``600s`` or ``600`` -> seconds."""
+    if text is None:
+        return None
+    units = {"h": 3600, "m": 60, "s": 1}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise UserError(f"--time-budget {text!r}: use 2h, 90m or 600s") from None
+    if value <= 0:
+        raise UserError("--time-budget must be positive")
+    return value
 
 
 def _column(value: str | None) -> int | str | None:

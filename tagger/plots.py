@@ -50,3 +50,26 @@ def confusion_matrix(confusion: Mapping[str, Mapping[str, int]], path: str | Pat
     axis.set_ylabel("gold")
     axis.set_title(title)
     _save(figure, path)
+
+
+def search_history(trials: Sequence[Mapping[str, Any]], path: str | Path) -> None:
+    """A hyperparameter search: each trial's best dev score (pruned trials hollow) and the best so far."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    best, running = [], float("-inf")
+    for trial in trials:
+        dev = trial.get("dev")
+        if dev is None:
+            best.append(running if running > float("-inf") else None)
+            continue
+        complete = trial["state"] == "COMPLETE"
+        axis.plot(trial["number"], dev, "o", color="tab:blue", fillstyle="full" if complete else "none")
+        running = max(running, dev) if complete else running
+        best.append(running if running > float("-inf") else None)
+    numbers = [t["number"] for t in trials]
+    axis.step(numbers, [b if b is not None else float("nan") for b in best], where="post", color="tab:orange",
+              label="best finished trial")
+    axis.set_xlabel("trial")
+    axis.set_ylabel("dev score")
+    axis.legend(loc="lower right")
+    figure.suptitle("search history (hollow: pruned)")
+    _save(figure, path)

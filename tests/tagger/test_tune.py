@@ -1,0 +1,116 @@
+"""tagger tune: tiny searches (a few trials of one or two epochs on a slice of EWT) that find,
+resume, run in parallel processes, respect a time budget and refuse bad search spaces."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tagger.artifact import load_model
+from tagger.cli import app
+from tagger.config import ConfigError
+from tagger.tune import load_space
+
+SMALL = ["--set", "model.encoder.hidden=32", "--set", "model.word_dim=32", "--set", "model.char.hidden=16",
+         "--set", "train.batch_size=16", "--quiet"]
+SPACE = """
+["train.lr"]
+low = 0.002
+high = 0.02
+log = true
+
+["model.dropout"]
+choices = [0.2, 0.5]
+"""
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory, shared_data, write_head):
+    directory = tmp_path_factory.mktemp("tune")
+    ewt = shared_data / "ud-english-ewt"
+    return (write_head(ewt / "en_ewt-ud-train.conllu", directory / "train.conllu", 200),
+            write_head(ewt / "en_ewt-ud-dev.conllu", directory / "dev.conllu", 60),
+            _write(directory / "space.toml", SPACE))
+
+
+def _write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_a_search_finds_a_model_and_a_rerun_resumes_it(corpora, tmp_path):
+    train, dev, space = corpora
+    output = tmp_path / "search"
+    result = run("tune", "--train", train, "--dev", dev, "--output", output, "--trials", 3, "--epochs", 2,
+                 "--space", space, *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "best of 3 trials" in result.output
+    info = json.loads((output / "search.json").read_text())
+    assert [t["state"] for t in info["trials"]] == ["COMPLETE"] * 3
+    assert set(info["trials"][0]["params"]) == {"train.lr", "model.dropout"}
+    assert all(len(t["curve"]) == 2 for t in info["trials"])  # dev after every epoch
+    best = info["best"]
+    assert best["dev"] == max(t["dev"] for t in info["trials"])
+    model = load_model(output)  # the output is the best trial's model
+    assert model.config.train.lr == pytest.approx(best["params"]["train.lr"])
+    assert model.config.model.dropout == best["params"]["model.dropout"]
+    card = (output / "README.md").read_text()
+    assert "## Search" in card and f"trial {best['number']}, dev {best['dev']:.4f}" in card
+    assert (output / "search-history.png").read_bytes()[:4] == b"\x89PNG"
+
+    result = run("tune", "--train", train, "--dev", dev, "--output", output, "--trials", 4, "--epochs", 2,
+                 "--space", space, *SMALL)  # the same study, one trial more
+    assert result.exit_code == 0, result.output
+    info = json.loads((output / "search.json").read_text())
+    assert [t["number"] for t in info["trials"]] == [0, 1, 2, 3]
+
+
+def test_trials_run_in_parallel_processes(corpora, tmp_path):
+    train, dev, space = corpora
+    result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "s", "--trials", 2, "--jobs", 2,
+                 "--epochs", 1, "--space", space, *SMALL)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert len(info["trials"]) == 2 and {t["state"] for t in info["trials"]} == {"COMPLETE"}
+    assert load_model(tmp_path / "s").tasks == ["upos"]
+
+
+def test_the_time_budget_stops_running_trials(corpora, tmp_path):
+    train, dev, space = corpora
+    result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "s", "--trials", 5,
+                 "--time-budget", "6s", "--epochs", 300, "--space", space, *SMALL)
+    assert result.exit_code == 2
+    assert "no trial finished" in result.output
+    info = json.loads((tmp_path / "s" / "search.json").read_text())
+    # the first trial starts, and stops at the first epoch's end past the budget
+    assert [t.get("note") for t in info["trials"]] == ["time budget"] and 0 < info["trials"][0]["epochs"] < 300
+    assert not (tmp_path / "s" / "trials" / "0").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('["train.lr"]\nlow = 0.1\nhigh = 0.01\n', "low <= high"),
+    ('["train.lr"]\nlow = 0\nhigh = 0.01\nlog = true\n', "low > 0"),
+    ('["train.nothing"]\nchoices = [1, 2]\n', "nothing"),
+    ('["model.encoder.cell"]\nchoices = ["transformer"]\n', "cell"),
+    ("", "empty"),
+])
+def test_bad_search_spaces_are_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_space(_write(tmp_path / "space.toml", text))
+
+
+def test_bad_options_fail_before_any_training(corpora, tmp_path):
+    train, dev, space = corpora
+    result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "s", "--time-budget", "soon")
+    assert result.exit_code == 2 and "--time-budget" in result.output
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "taken", "--space", space)
+    assert result.exit_code == 2 and "holds no search" in result.output
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
