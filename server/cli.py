@@ -130,6 +130,8 @@ def client_train(
     base: Annotated[str, typer.Option("--base", help="continue training this served model (name or name:version)")] = "",
     teacher: Annotated[Optional[list[str]], typer.Option("--teacher", help="distil from this served model (name or "
                                                           "name:version; repeatable): the new model learns its outputs")] = None,
+    search_trials: Annotated[int, typer.Option("--search-trials", min=0, help="run a hyperparameter search of this many trials (tagger tune) and register the best")] = 0,
+    search_minutes: Annotated[float, typer.Option("--search-minutes", min=0, help="the search's time budget (0: none)")] = 0,
     server: ServerOpt = "127.0.0.1:50051",
     token: TokenOpt = None, tls_ca: CaOpt = None, tls_cert: CertOpt = None, tls_key: KeyOpt = None,
 ) -> None:
@@ -140,12 +142,15 @@ def client_train(
     overrides = dict(item.split("=", 1) for item in set_ or [] if "=" in item)
     try:
         with _client(server, tls_ca, tls_cert, tls_key, token) as client:
-            job = client.start_training(train, dev, model, overrides, base, teacher or [])
+            job = client.start_training(train, dev, model, overrides, base, teacher or [], search_trials,
+                                        search_minutes * 60)
             typer.echo(f"job {job.id} queued")
-            bar = tqdm(total=job.epochs, unit="epoch", desc=f"training {model}")
+            bar = tqdm(total=job.trials or job.epochs, unit="trial" if job.trials else "epoch",
+                       desc=f"{'searching' if job.trials else 'training'} {model}")
             for event in client.watch_job(job.id):
                 current = event.job
-                done = max(0.0, current.epoch - 1 + (current.step / current.steps if current.steps else 0))
+                done = current.trial if current.trials else \
+                    max(0.0, current.epoch - 1 + (current.step / current.steps if current.steps else 0))
                 bar.n = round(done, 2)
                 bar.set_postfix(state=current.state, loss=f"{current.loss:.3f}", dev=f"{current.dev_score:.4f}",
                                 eta=f"{current.eta_seconds:.0f}s")

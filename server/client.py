@@ -107,11 +107,13 @@ class TaggerClient:
         return self.training_stub.UploadCorpus(chunks(), timeout=None, metadata=self.metadata)
 
     def start_training(self, train: str, dev: str, model_name: str, overrides: dict[str, str] | None = None,
-                       base_model: str = "", teachers: Sequence[str] = ()) -> pb.Job:
+                       base_model: str = "", teachers: Sequence[str] = (), search_trials: int = 0,
+                       search_seconds: float = 0.0) -> pb.Job:
         """Start a training job; with ``teachers`` (served models, ``name`` or ``name:version``)
-        a distillation job."""
+        a distillation job, with ``search_trials`` a hyperparameter search."""
         request = pb.StartTrainingRequest(train_corpus=train, dev_corpus=dev, model_name=model_name,
-                                          overrides=overrides or {}, base_model=base_model, teachers=list(teachers))
+                                          overrides=overrides or {}, base_model=base_model, teachers=list(teachers),
+                                          search_trials=search_trials, search_time_budget_seconds=search_seconds)
         return self.training_stub.StartTraining(request, timeout=self.timeout, metadata=self.metadata)
 
     def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:

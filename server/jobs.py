@@ -23,7 +23,8 @@ from server.corpora import CorpusStore
 from server.store import ModelStore, StoreError, check_name
 
 COLUMNS = ("id", "state", "model_name", "request", "version", "activated", "epoch", "epochs", "step", "steps",
-           "loss", "dev_score", "error", "created", "started", "finished", "eta", "dev_metrics")
+           "loss", "dev_score", "error", "created", "started", "finished", "eta", "dev_metrics", "trial", "trials")
+ADDED = {"trial": 0, "trials": 0}  # columns newer than the first jobs.sqlite: added to an older file on open
 FINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
@@ -46,6 +47,10 @@ class JobManager:
         self.db = sqlite3.connect(Path(data_dir) / "jobs.sqlite", check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({', '.join(COLUMNS)})")
+        present = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        for column, default in ADDED.items():
+            if column not in present:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} DEFAULT {default!r}")
         self._lock = threading.Lock()
         self._changed = asyncio.Condition()
         self._processes: dict[str, multiprocessing.Process] = {}
@@ -74,9 +79,10 @@ class JobManager:
     # --- requests -------------------------------------------------------------------------
 
     def submit(self, train: str, dev: str, model_name: str, overrides: dict[str, str], base: str = "",
-               teachers: Sequence[str] = ()) -> dict[str, Any]:
+               teachers: Sequence[str] = (), search_trials: int = 0, search_seconds: float = 0.0) -> dict[str, Any]:
         """Queue a job; ``base`` is ``name`` (its active version) or ``name:version`` to start
-        from; ``teachers`` (the same form) make it a distillation."""
+        from; ``teachers`` (the same form) make it a distillation, ``search_trials`` a
+        hyperparameter search (``search_seconds``: its time budget, 0 for none)."""
         from tagger.config import ConfigError, load_config, parse_assignment
 
         check_name(model_name)
@@ -86,16 +92,19 @@ class JobManager:
             config = load_config(None, dict(parse_assignment(f"{k}={v}") for k, v in overrides.items()))
         except ConfigError as error:
             raise JobError(str(error)) from None
-        if base and teachers:
-            raise JobError("a job starts from a base model or learns from teachers, not both")
+        if sum(map(bool, (base, teachers, search_trials))) > 1:
+            raise JobError("a job is one of: training from a base model, distilling from teachers, a search")
+        if search_seconds < 0:
+            raise JobError("search_time_budget_seconds must not be negative")
         base_path = self._model_path(base) if base else None
         job_id = uuid.uuid4().hex[:12]
         request = {"train": train, "dev": dev, "config": config.model_dump_json(), "base": base_path,
-                   "teachers": [self._model_path(t) for t in teachers]}
+                   "teachers": [self._model_path(t) for t in teachers],
+                   "search": {"trials": search_trials, "seconds": search_seconds} if search_trials else None}
         row = {"id": job_id, "state": "QUEUED", "model_name": model_name, "request": json.dumps(request),
                "version": "", "activated": 0, "epoch": 0, "epochs": config.train.epochs, "step": 0, "steps": 0,
                "loss": 0.0, "dev_score": 0.0, "error": "", "created": time.time(), "started": 0.0,
-               "finished": 0.0, "eta": 0.0, "dev_metrics": "{}"}
+               "finished": 0.0, "eta": 0.0, "dev_metrics": "{}", "trial": 0, "trials": search_trials}
         with self._lock:
             self.db.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * len(COLUMNS))})", [row[c] for c in COLUMNS])
         self._wake.set()
@@ -180,7 +189,7 @@ class JobManager:
             str(directory), request["config"], str(self.corpora.path(request["train"])),
             self.corpora.meta(request["train"])["format"], str(self.corpora.path(request["dev"])),
             self.corpora.meta(request["dev"])["format"], self.threads, events, request.get("base"),
-            request.get("teachers") or []))
+            request.get("teachers") or [], request.get("search")))
         process.start()
         self._processes[job_id] = process
         await self._set(job_id, state="RUNNING", started=time.time())
@@ -208,6 +217,11 @@ class JobManager:
             elif kind == "epoch":
                 best = max(self.get(job_id)["dev_score"], payload["dev"])
                 await self._set(job_id, epoch=payload["epoch"], loss=payload["loss"], dev_score=best)
+            elif kind == "trial":  # a search: trials ended, the best dev so far, time left
+                done = payload["trial"]
+                eta = (time.time() - started) / done * (payload["trials"] - done) if done else 0.0
+                await self._set(job_id, trial=done, trials=payload["trials"], dev_score=payload["best"] or 0.0,
+                                eta=min(eta, payload["seconds_left"]) if payload.get("seconds_left") else eta)
             else:
                 outcome = (kind, payload)
                 break

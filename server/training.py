@@ -24,7 +24,8 @@ def job_to_pb(job: dict[str, Any]) -> pb.Job:
                   activated=bool(job["activated"]), epoch=job["epoch"], epochs=job["epochs"], step=job["step"],
                   steps=job["steps"], loss=job["loss"], dev_score=job["dev_score"], error=job["error"],
                   created=job["created"], started=job["started"], finished=job["finished"],
-                  eta_seconds=job["eta"], dev_metrics=json.loads(job["dev_metrics"] or "{}"))
+                  eta_seconds=job["eta"], dev_metrics=json.loads(job["dev_metrics"] or "{}"),
+                  trial=job.get("trial") or 0, trials=job.get("trials") or 0)
 
 
 def _format(message: pb.CorpusFormat) -> CorpusFormat:
@@ -79,7 +80,8 @@ class TrainingService(pb_grpc.TrainingServicer):
     async def StartTraining(self, request: pb.StartTrainingRequest, context) -> pb.Job:
         try:
             job = self.jobs.submit(request.train_corpus, request.dev_corpus, request.model_name,
-                                   dict(request.overrides), request.base_model, list(request.teachers))
+                                   dict(request.overrides), request.base_model, list(request.teachers),
+                                   request.search_trials, request.search_time_budget_seconds)
         except StoreError as error:
             code = grpc.StatusCode.NOT_FOUND if "no corpus" in str(error) or "has no version" in str(error) \
                 else grpc.StatusCode.RESOURCE_EXHAUSTED if "the limit" in str(error) else grpc.StatusCode.INVALID_ARGUMENT

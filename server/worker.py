@@ -14,7 +14,7 @@ from typing import Any
 
 def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any], dev: str,
         dev_format: dict[str, Any], threads: int, events, base: str | None = None,
-        teachers: list[str] | None = None) -> None:
+        teachers: list[str] | None = None, search: dict[str, Any] | None = None) -> None:
     directory = Path(job_dir)
     parent = os.getppid()
 
@@ -40,9 +40,14 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
         config.data = CorpusFormat.model_validate(train_format)
         progress = {"progress": False, "on_epoch": lambda record: report("epoch", record),
                     "on_step": lambda record: report("step", record)}
-        if teachers:
-            result = _distill(config, teachers, train, dev, CorpusFormat.model_validate(dev_format), directory, progress)
-            events.put(("done", {"dev": result.metrics["dev"]}))
+        if teachers or search:
+            if teachers:
+                dev_report = _distill(config, teachers, train, dev, CorpusFormat.model_validate(dev_format), directory,
+                                      progress).metrics["dev"]
+            else:
+                dev_report = _search(config, search, train, dev, CorpusFormat.model_validate(dev_format), directory,
+                                     lambda record: report("trial", record))
+            events.put(("done", {"dev": dev_report}))
             print("done", flush=True)
             return
         base_model = load_model(base) if base else None
@@ -77,3 +82,39 @@ def _distill(config, teachers: list[str], train: str, dev: str, dev_format, dire
     print(f"distilling from {len(teachers)} teacher(s) on {len(train_examples)} sentences, "
           f"{len(dev_examples)} dev sentences", flush=True)
     return distill(config, teachers, train_examples, dev_examples, directory / "model", **progress)
+
+
+def _search(config, search: dict[str, Any], train: str, dev: str, dev_format, directory: Path, report) -> dict[str, Any]:
+    """A search job: ``tagger tune`` in this process (trials one after another, so cancelling
+    the job stops every trial); the best trial's model files go to ``directory/model``."""
+    import json
+    import shutil
+    import time
+
+    from tagger.datasets import task_examples, tasks_for
+    from tagger.tune import TuneSettings, tune
+
+    if not config.model.tasks:
+        config.model.tasks = tasks_for(train, config.data, [None])
+    train_examples, dev_examples = task_examples(train, dev, config, dev_format)
+    settings = TuneSettings(trials=search["trials"], time_budget=search.get("seconds") or None, jobs=1,
+                            seed=config.train.seed)
+    print(f"searching {settings.trials} trials on {len(train_examples)} sentences, {len(dev_examples)} dev sentences",
+          flush=True)
+    started = time.time()
+
+    def on_trial(info: dict[str, Any]) -> None:
+        left = settings.time_budget - (time.time() - started) if settings.time_budget else None
+        report({"trial": len(info["trials"]), "trials": settings.trials,
+                "best": info["best"]["dev"] if info["best"] else None, "seconds_left": left})
+        last = info["trials"][-1] if info["trials"] else {}
+        print(f"trial {last.get('number')}: {last.get('state', '?').lower()}, dev {last.get('dev') or 0:.4f}", flush=True)
+
+    output = directory / "search"
+    tune(config, train_examples, dev_examples, output, settings, progress=False, on_trial=on_trial)
+    model = directory / "model"
+    model.mkdir(exist_ok=True)
+    for item in output.iterdir():
+        if item.is_file() and item.name != "study.sqlite":
+            shutil.copy2(item, model / item.name)
+    return json.loads((model / "metrics.json").read_text())["dev"]

@@ -182,7 +182,7 @@ def tune(
         cfg, train_examples, dev_examples = _training_data(train, dev, config, {"train.epochs": epochs, "train.seed": seed},
                                                            set_, fmt, token_column, label_column, scheme)
         searched = load_space(space)
-        if output.exists() and any(output.iterdir()) and not (output / "study.sqlite").exists():
+        if output.exists() and any(output.iterdir()) and not any((output / n).exists() for n in ("study.sqlite", "ray")):
             raise UserError(f"{output} exists and holds no search; choose another --output")
         info = run_search(cfg, train_examples, dev_examples, output, settings, searched, progress=not quiet)
     except ImportError as error:

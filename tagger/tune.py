@@ -11,6 +11,12 @@ The output directory ends up as the best trial's model (loadable like any other)
 ``search.json`` (every trial: settings, dev score per epoch, state), ``search-history.png``
 and a Search section in its card. Trials train in ``OUTPUT/trials/N``; a pruned or failed
 trial's directory is removed.
+
+With ``engine="ray"`` the same space and trial function run on Ray Tune (the ``ray``
+extra): Optuna's TPE as its search algorithm, ASHA stopping trials early on the per-epoch dev
+score, one CPU per trial (``jobs`` at once), on the cluster ``RAY_ADDRESS`` names or a local
+Ray. Ray keeps the experiment in ``OUTPUT/ray``; the same command resumes it. Trials write
+to ``OUTPUT/trials``, so on a cluster OUTPUT must be storage every node sees.
 """
 
 from __future__ import annotations
@@ -234,6 +240,8 @@ def tune(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence
     space = space or dict(DEFAULT_SPACE)
     started = time.time()
     deadline = started + settings.time_budget if settings.time_budget else None
+    if settings.engine == "ray":
+        return _tune_on_ray(config, train_data, dev_data, output, settings, space, started, progress)
     study = _study(output, settings.seed, settings.warmup_epochs)
     study.set_user_attr("space", {k: v.model_dump(exclude_none=True) for k, v in space.items()})
     cores = os.cpu_count() or 1
@@ -324,19 +332,22 @@ def summary(study) -> dict[str, Any]:
 
 def finish(output: Path, study, settings: TuneSettings, seconds: float) -> dict[str, Any]:
     """Make ``output`` the best trial's model, with ``search.json``, the history PNG and the card."""
+    return _publish(output, summary(study), settings, seconds)
+
+
+def _publish(output: Path, info: dict[str, Any], settings: TuneSettings, seconds: float) -> dict[str, Any]:
     from tagger.artifact import METRICS, is_model_directory
     from tagger.card import write_card
     from tagger.plots import search_history
     from tagger.writers import atomic_write_text
 
-    info = summary(study)
     info.update(engine=settings.engine, seconds_this_run=round(seconds, 1), settings=settings.model_dump())
     best = info["best"]
     atomic_write_text(output / SEARCH, json.dumps(info, indent=1))
     search_history(info["trials"], output / HISTORY)
     if best is None:
         raise RuntimeError(f"no trial finished ({len(info['trials'])} pruned or failed); see {output / SEARCH}")
-    source = output / TRIALS / str(best["number"])
+    source = output / TRIALS / str(best.get("directory", best["number"]))
     if is_model_directory(source):
         for item in source.iterdir():
             if item.is_file():
@@ -348,3 +359,75 @@ def finish(output: Path, study, settings: TuneSettings, seconds: float) -> dict[
     atomic_write_text(output / METRICS, json.dumps(metrics, indent=2))
     write_card(output)
     return info
+
+
+def _ray_domain(param: Param):
+    from ray import tune as ray_tune
+
+    if param.choices is not None:
+        return ray_tune.choice(param.choices)
+    if param.integer:
+        low, high = int(param.low), int(param.high) + 1  # Ray's upper bound is exclusive
+        return ray_tune.lograndint(low, high) if param.log else ray_tune.randint(low, high)
+    return ray_tune.loguniform(param.low, param.high) if param.log else ray_tune.uniform(param.low, param.high)
+
+
+def _ray_trial(params: dict[str, Any], config_json: str, train_data, dev_data, output: str) -> None:
+    """One Ray Tune trial: train with ``params`` and report dev after every epoch."""
+    import torch
+    from ray import tune as ray_tune
+
+    from tagger.train import train
+
+    torch.set_num_threads(1)
+    base = _flat(TaggerConfig.model_validate_json(config_json).model_dump(mode="json"))
+    name = ray_tune.get_context().get_trial_id()
+    directory = Path(output) / TRIALS / name
+    train(load_config(None, {**base, **params}), train_data, dev_data, directory, progress=False,
+          on_epoch=lambda record: ray_tune.report({"dev": record["dev"], "epoch": record["epoch"], "directory": name}))
+
+
+def _tune_on_ray(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: Path,
+                 settings: TuneSettings, space: dict[str, Param], started: float, progress: bool) -> dict[str, Any]:
+    """The search on Ray Tune: OptunaSearch (TPE) proposes, ASHA stops early, Ray schedules."""
+    import ray
+    from ray import tune as ray_tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, configure_logging=False)  # RAY_ADDRESS, if set, names the cluster
+    trainable = ray_tune.with_resources(
+        ray_tune.with_parameters(_ray_trial, config_json=config.model_dump_json(), train_data=list(train_data),
+                                 dev_data=list(dev_data), output=str(output.resolve())), {"cpu": 1})
+    path = str((output / "ray").resolve())
+    experiment = Path(path) / "tagger"
+    if ray_tune.Tuner.can_restore(str(experiment)):  # our own experiment directory: trusted
+        tuner = ray_tune.Tuner.restore(str(experiment), trainable, resume_errored=True)
+    else:
+        tuner = ray_tune.Tuner(
+            trainable, param_space={key: _ray_domain(p) for key, p in space.items()},
+            tune_config=ray_tune.TuneConfig(
+                metric="dev", mode="max", num_samples=settings.trials, max_concurrent_trials=settings.jobs,
+                search_alg=OptunaSearch(seed=settings.seed),
+                scheduler=ASHAScheduler(max_t=config.train.epochs, grace_period=max(1, settings.warmup_epochs)),
+                time_budget_s=settings.time_budget),
+            run_config=ray_tune.RunConfig(name="tagger", storage_path=path, verbose=1 if progress else 0))
+    results = tuner.fit()
+    trials = []
+    for number, result in enumerate(results):
+        frame = result.metrics_dataframe
+        curve = [float(v) for v in frame["dev"]] if frame is not None and "dev" in frame else []
+        name = (result.metrics or {}).get("directory")
+        directory = output / TRIALS / name if name else None
+        stopped = directory is not None and (directory / "checkpoint").exists()  # ASHA ended it mid-training
+        if directory is not None and (stopped or result.error is not None):
+            shutil.rmtree(directory, ignore_errors=True)
+        state = "FAIL" if result.error is not None or not curve else "PRUNED" if stopped else "COMPLETE"
+        trials.append({"number": number, "state": state, "params": {k: result.config[k] for k in space},
+                       "dev": max(curve) if curve else None, "epochs": len(curve), "curve": curve, "seconds": None,
+                       "directory": name, **({"note": "stopped early by ASHA"} if stopped else {})})
+    complete = [t for t in trials if t["state"] == "COMPLETE" and t["directory"]]
+    best = max(complete, key=lambda t: t["dev"]) if complete else None
+    info = {"trials": trials, "best": best, "space": {k: v.model_dump(exclude_none=True) for k, v in space.items()}}
+    return _publish(output, info, settings, time.time() - started)

@@ -241,7 +241,7 @@ class Corpus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., sentences: _Optional[int] = ..., tokens: _Optional[int] = ..., kind: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartTrainingRequest(_message.Message):
-    __slots__ = ("train_corpus", "dev_corpus", "model_name", "overrides", "base_model", "teachers")
+    __slots__ = ("train_corpus", "dev_corpus", "model_name", "overrides", "base_model", "teachers", "search_trials", "search_time_budget_seconds")
     class OverridesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -255,13 +255,17 @@ class StartTrainingRequest(_message.Message):
     OVERRIDES_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     TEACHERS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_TIME_BUDGET_SECONDS_FIELD_NUMBER: _ClassVar[int]
     train_corpus: str
     dev_corpus: str
     model_name: str
     overrides: _containers.ScalarMap[str, str]
     base_model: str
     teachers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, train_corpus: _Optional[str] = ..., dev_corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., overrides: _Optional[_Mapping[str, str]] = ..., base_model: _Optional[str] = ..., teachers: _Optional[_Iterable[str]] = ...) -> None: ...
+    search_trials: int
+    search_time_budget_seconds: float
+    def __init__(self, train_corpus: _Optional[str] = ..., dev_corpus: _Optional[str] = ..., model_name: _Optional[str] = ..., overrides: _Optional[_Mapping[str, str]] = ..., base_model: _Optional[str] = ..., teachers: _Optional[_Iterable[str]] = ..., search_trials: _Optional[int] = ..., search_time_budget_seconds: _Optional[float] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("id",)
@@ -286,7 +290,7 @@ class CancelJobRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "state", "model_name", "version", "activated", "epoch", "epochs", "step", "steps", "loss", "dev_score", "error", "created", "started", "finished", "eta_seconds", "dev_metrics")
+    __slots__ = ("id", "state", "model_name", "version", "activated", "epoch", "epochs", "step", "steps", "loss", "dev_score", "error", "created", "started", "finished", "eta_seconds", "dev_metrics", "trial", "trials")
     class DevMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +315,8 @@ class Job(_message.Message):
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEV_METRICS_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: str
     model_name: str
@@ -328,7 +334,9 @@ class Job(_message.Message):
     finished: float
     eta_seconds: float
     dev_metrics: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[str] = ..., activated: _Optional[bool] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ..., dev_score: _Optional[float] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., dev_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    trial: int
+    trials: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[str] = ..., model_name: _Optional[str] = ..., version: _Optional[str] = ..., activated: _Optional[bool] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., loss: _Optional[float] = ..., dev_score: _Optional[float] = ..., error: _Optional[str] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., dev_metrics: _Optional[_Mapping[str, float]] = ..., trial: _Optional[int] = ..., trials: _Optional[int] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job", "final")

@@ -367,3 +367,44 @@ def test_a_distillation_job_learns_from_a_served_teacher(loop_thread, models_dir
                     training.StartTraining(pb.StartTrainingRequest(train_corpus="ner-train", dev_corpus="ner-dev",
                                                                    model_name="x", **request), timeout=30)
                 assert error.value.code() == code, error.value.details()
+
+
+def test_a_search_job_reports_trials_registers_the_best_and_cancels(loop_thread, models_dir, tmp_path, shared_data):
+    data_dir = tmp_path / "data"
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            ewt = shared_data / "ud-english-ewt"
+            for name, split, count in (("pos-train", "train", 200), ("pos-dev", "dev", 50)):
+                blocks = (ewt / f"en_ewt-ud-{split}.conllu").read_text().split("\n\n")[:count]
+                upload(training, name, ("\n\n".join(blocks) + "\n\n").encode())
+            job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="pos-train", dev_corpus="pos-dev", model_name="searched", search_trials=2,
+                overrides={"train.epochs": "1", "model.word_dim": "32"}), timeout=30)
+            assert (job.state, job.trials, job.trial) == ("QUEUED", 2, 0)
+            events = watch(training, job.id)
+            done = events[-1].job
+            assert done.state == "SUCCEEDED", done.error
+            assert [e.job.trial for e in events if e.job.trial] [:1] == [1] and done.trial == 2
+            assert done.dev_score == pytest.approx(done.dev_metrics["upos.accuracy"]) and done.dev_score > 0.2
+            card = (data_dir / "models" / "searched" / done.version / "README.md").read_text()
+            assert "## Search" in card and "Best of 2 trials" in card
+            log = (data_dir / "jobs" / job.id / "log.txt").read_text()
+            assert "searching 2 trials on 200 sentences" in log and "trial 1: complete" in log
+
+            with pytest.raises(grpc.RpcError) as error:
+                training.StartTraining(pb.StartTrainingRequest(train_corpus="pos-train", dev_corpus="pos-dev",
+                                                               model_name="x", search_trials=2, teachers=["ner"]),
+                                       timeout=30)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            long_job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="pos-train", dev_corpus="pos-dev", model_name="searched", search_trials=50,
+                overrides={"train.epochs": "50"}), timeout=30)
+            for _ in range(240):
+                if training.GetJob(pb.GetJobRequest(id=long_job.id), timeout=10).state == "RUNNING":
+                    break
+                time.sleep(0.25)
+            training.CancelJob(pb.CancelJobRequest(id=long_job.id), timeout=30)
+            final = watch(training, long_job.id)[-1].job
+            assert final.state == "CANCELLED" and final.trial < 50

@@ -114,3 +114,21 @@ def test_bad_options_fail_before_any_training(corpora, tmp_path):
     result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "taken", "--space", space)
     assert result.exit_code == 2 and "holds no search" in result.output
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_the_same_search_runs_on_ray_tune(corpora, tmp_path, monkeypatch):
+    """A local Ray (the ray extra): OptunaSearch proposes, ASHA may stop trials, the best model comes out."""
+    pytest.importorskip("ray.tune")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    train, dev, space = corpora
+    output = tmp_path / "ray-search"
+    result = run("tune", "--engine", "ray", "--train", train, "--dev", dev, "--output", output, "--trials", 2,
+                 "--jobs", 2, "--epochs", 2, "--space", space, *SMALL)
+    assert result.exit_code == 0, result.output
+    info = json.loads((output / "search.json").read_text())
+    assert info["engine"] == "ray" and len(info["trials"]) == 2
+    assert all(set(t["params"]) == {"train.lr", "model.dropout"} for t in info["trials"])
+    best = info["best"]
+    assert best["state"] == "COMPLETE" and best["dev"] == max(t["dev"] for t in info["trials"] if t["state"] == "COMPLETE")
+    assert load_model(output).config.train.lr == pytest.approx(best["params"]["train.lr"])
+    assert "## Search" in (output / "README.md").read_text()
