@@ -408,3 +408,28 @@ def test_a_search_job_reports_trials_registers_the_best_and_cancels(loop_thread,
             training.CancelJob(pb.CancelJobRequest(id=long_job.id), timeout=30)
             final = watch(training, long_job.id)[-1].job
             assert final.state == "CANCELLED" and final.trial < 50
+
+
+def test_a_jobs_file_from_before_search_jobs_is_migrated_and_kept(tmp_path):
+    """jobs.sqlite written before the trial columns existed: opened, extended, its jobs intact."""
+    import sqlite3
+
+    from server.corpora import CorpusStore
+    from server.jobs import COLUMNS, JobManager
+
+    old = [c for c in COLUMNS if c not in ("trial", "trials")]
+    db = sqlite3.connect(tmp_path / "jobs.sqlite")
+    db.execute(f"CREATE TABLE jobs ({', '.join(old)})")
+    row = {c: 0 for c in old} | {"id": "abc", "state": "SUCCEEDED", "model_name": "m", "request": "{}", "version": "1",
+                                 "error": "", "dev_metrics": "{}"}
+    db.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * len(old))})", [row[c] for c in old])
+    db.commit()
+    db.close()
+
+    async def finished(*_):
+        return True
+
+    jobs = JobManager(tmp_path, ModelStore(tmp_path), CorpusStore(tmp_path, 1 << 20), 1, 1, finished)
+    job = jobs.get("abc")
+    assert (job["state"], job["version"], job["trial"], job["trials"]) == ("SUCCEEDED", "1", 0, 0)
+    jobs.db.close()
