@@ -410,7 +410,10 @@ def _tune_on_ray(config: TaggerConfig, train_data: Sequence[Example], dev_data: 
             tune_config=ray_tune.TuneConfig(
                 metric="dev", mode="max", num_samples=settings.trials, max_concurrent_trials=settings.jobs,
                 search_alg=OptunaSearch(seed=settings.seed),
-                scheduler=ASHAScheduler(max_t=config.train.epochs, grace_period=max(1, settings.warmup_epochs)),
+                # max_t one past the last epoch: a trial is never stopped at its last report,
+                # before it has written its final model
+                scheduler=ASHAScheduler(max_t=config.train.epochs + 1,
+                                        grace_period=min(config.train.epochs, max(1, settings.warmup_epochs))),
                 time_budget_s=settings.time_budget),
             run_config=ray_tune.RunConfig(name="tagger", storage_path=path, verbose=1 if progress else 0))
     results = tuner.fit()
