@@ -89,7 +89,8 @@ class JobManager:
         self.models.check_room(model_name)
         self.corpora.path(train), self.corpora.path(dev)
         try:
-            config = load_config(None, dict(parse_assignment(f"{k}={v}") for k, v in overrides.items()))
+            parsed = dict(parse_assignment(f"{k}={v}") for k, v in overrides.items())
+            config = load_config(None, parsed)
         except ConfigError as error:
             raise JobError(str(error)) from None
         if sum(map(bool, (base, teachers, search_trials))) > 1:
@@ -98,7 +99,7 @@ class JobManager:
             raise JobError("search_time_budget_seconds must not be negative")
         base_path = self._model_path(base) if base else None
         job_id = uuid.uuid4().hex[:12]
-        request = {"train": train, "dev": dev, "config": config.model_dump_json(), "base": base_path,
+        request = {"train": train, "dev": dev, "config": config.model_dump_json(), "overrides": parsed, "base": base_path,
                    "teachers": [self._model_path(t) for t in teachers],
                    "search": {"trials": search_trials, "seconds": search_seconds} if search_trials else None}
         row = {"id": job_id, "state": "QUEUED", "model_name": model_name, "request": json.dumps(request),
@@ -189,7 +190,7 @@ class JobManager:
             str(directory), request["config"], str(self.corpora.path(request["train"])),
             self.corpora.meta(request["train"])["format"], str(self.corpora.path(request["dev"])),
             self.corpora.meta(request["dev"])["format"], self.threads, events, request.get("base"),
-            request.get("teachers") or [], request.get("search")))
+            request.get("teachers") or [], request.get("search"), request.get("overrides")))
         process.start()
         self._processes[job_id] = process
         await self._set(job_id, state="RUNNING", started=time.time())

@@ -14,7 +14,8 @@ from typing import Any
 
 def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any], dev: str,
         dev_format: dict[str, Any], threads: int, events, base: str | None = None,
-        teachers: list[str] | None = None, search: dict[str, Any] | None = None) -> None:
+        teachers: list[str] | None = None, search: dict[str, Any] | None = None,
+        overrides: dict[str, Any] | None = None) -> None:
     directory = Path(job_dir)
     parent = os.getppid()
 
@@ -56,6 +57,11 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
         elif not config.model.tasks:
             config.model.tasks = tasks_for(train, config.data, [None])
         train_examples, dev_examples = task_examples(train, dev, config, CorpusFormat.model_validate(dev_format))
+        if base_model is None and overrides is not None:  # the built-in recipe that fits the corpus
+            from tagger.recipes import fit
+
+            config = fit(config, train_examples, overrides)
+            print(f"recipe: {config.recipe}", flush=True)
         print(f"training on {len(train_examples)} sentences, {len(dev_examples)} dev sentences", flush=True)
         result = run_training(config, train_examples, dev_examples, directory / "model", base=base_model, **progress)
         events.put(("done", {"dev": result.metrics["dev"]}))

@@ -39,6 +39,8 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     for key, value in (data or {}).items():
         lines.append(f"- {key}: {value}")
     lines.append(f"- training: {metrics.get('train_sentences', '?')} sentences, {metrics.get('train_tokens', '?')} tokens")
+    if config.get("recipe"):
+        lines.append(f"- recipe: {config['recipe']}")
     lines += _distill_note(config.get("distill"), metrics.get("students"))
     lines += ["", "## Hyperparameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in model.items() if k != 'tasks'},

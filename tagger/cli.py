@@ -148,7 +148,13 @@ def _training_data(train: Path, dev: Path, config: Path | None, overrides: dict[
     if not cfg.model.tasks:
         cfg.model.tasks = tasks_for(train, cfg.data, [_column(c) for c in columns], decoder)
     train_examples, dev_examples = task_examples(train, dev, cfg)
+    if config is None:  # no recipe given: the built-in one that fits the corpus
+        from tagger.recipes import fit
+
+        cfg = fit(cfg, train_examples, overrides)
+        typer.echo(f"recipe: {cfg.recipe}", err=True)
     return cfg, train_examples, dev_examples
+
 
 
 @app.command()

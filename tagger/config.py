@@ -125,6 +125,7 @@ class TaggerConfig(_Strict):
     train: TrainConfig = TrainConfig()
     context: ContextConfig = ContextConfig()
     distill: DistillConfig | None = Field(None, description="set for a model trained by distillation")
+    recipe: str | None = Field(None, description="the built-in recipe chosen for the corpus (tagger/recipes), and why")
 
     def with_context(self, **changes: Any) -> "TaggerConfig":
         """A deep copy with ``context`` fields changed (``weight=0.5``), validated."""
@@ -137,14 +138,18 @@ class ConfigError(ValueError):
     """A config file or override that does not validate."""
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TaggerConfig:
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                base: dict[str, Any] | None = None) -> TaggerConfig:
     """Read a TOML recipe (or the defaults), apply dotted ``overrides``, validate.
 
     Args:
         path: a TOML file with ``[data]``, ``[model]``, ``[train]`` tables, or None.
         overrides: ``{"train.lr": 0.01, "model.encoder.layers": 2}``; None values are skipped.
+        base: instead of ``path``, the tables as a dict (a built-in recipe's).
     """
-    raw: dict[str, Any] = {}
+    import copy
+
+    raw: dict[str, Any] = copy.deepcopy(base) if base else {}
     if path is not None:
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
