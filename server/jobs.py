@@ -218,6 +218,8 @@ class JobManager:
             elif kind == "epoch":
                 best = max(self.get(job_id)["dev_score"], payload["dev"])
                 await self._set(job_id, epoch=payload["epoch"], loss=payload["loss"], dev_score=best)
+            elif kind == "plan":  # the worker settled the epochs (a built-in recipe's)
+                await self._set(job_id, epochs=payload["epochs"])
             elif kind == "trial":  # a search: trials ended, the best dev so far, time left
                 done = payload["trial"]
                 eta = (time.time() - started) / done * (payload["trials"] - done) if done else 0.0

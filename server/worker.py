@@ -62,6 +62,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
 
             config = fit(config, train_examples, overrides)
             print(f"recipe: {config.recipe}", flush=True)
+            report("plan", {"epochs": config.train.epochs})  # the recipe's, unless overridden
         print(f"training on {len(train_examples)} sentences, {len(dev_examples)} dev sentences", flush=True)
         result = run_training(config, train_examples, dev_examples, directory / "model", base=base_model, **progress)
         events.put(("done", {"dev": result.metrics["dev"]}))

@@ -89,7 +89,8 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
             done = events[-1].job
             assert (done.version, done.activated) == ("1", True) and "ner.f1" in done.dev_metrics
             assert "ner.PLACE.f1" in done.dev_metrics
-            assert (data_dir / "jobs" / job.id / "log.txt").read_text().strip().endswith("done")
+            log = (data_dir / "jobs" / job.id / "log.txt").read_text()
+            assert log.strip().endswith("done") and "recipe: span-small" in log  # the built-in recipe for 400 sentences
 
             with TaggerClient(f"127.0.0.1:{running.port}") as client:
                 response = client.tag("We drove from Boston to Chicago last year .", models=["places"])
