@@ -108,7 +108,7 @@ def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: boo
     return result
 
 
-def build(name: str, reuse: bool = False) -> dict:
+def build(name: str, reuse: bool = False, sizes: list[int] | None = None) -> dict:
     import torch
 
     from tagger.artifact import load_model, save_model
@@ -142,7 +142,7 @@ def build(name: str, reuse: bool = False) -> dict:
                                           [r.metrics for r in results], context)
         curve = None
     elif name in DISTILLED:
-        result, work, students = build_student(name, splits, reuse)
+        result, work, students = build_student(name, splits, reuse, sizes)
         metrics = dict(result.metrics, students=students)
         metrics["test"] = evaluate_model(result.model, splits["test"].examples)
         save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
@@ -185,7 +185,7 @@ UNLABELED_NOTE = ("the WNUT-17 training tweets (CC BY 4.0) and the CIA World Fac
                   "licence beside it")
 
 
-def build_student(name: str, splits: dict, reuse: bool):
+def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None = None):
     """Distil one student per size in STUDENT_SIZES; return the chosen one's TrainResult, its
     run directory, and a row per size (dev, test, tokens/s) for the card."""
     from tagger.config import load_config
@@ -205,7 +205,7 @@ def build_student(name: str, splits: dict, reuse: bool):
     print(f"{name}: {len(gold)} gold and {len(extra)} unlabelled sentences; teachers {', '.join(DISTILLED[name])}",
           file=sys.stderr)
     rows, results = [], {}
-    for hidden in STUDENT_SIZES[name]:
+    for hidden in sizes or STUDENT_SIZES[name]:
         work = ROOT / "runs" / f"{name}-{hidden}"
         finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
         if finished and reuse:
@@ -219,13 +219,16 @@ def build_student(name: str, splits: dict, reuse: bool):
                              cache=ROOT / "runs" / f"{name}-teachers", resume=True,
                              unlabeled=[str(f.relative_to(ROOT)) for f in files])
         test = evaluate_model(result.model, splits["test"].examples)
+        settings = result.model.config.distill  # teachers by their place in the checkout, not this machine's
+        settings.teachers = [_relative(t) for t in settings.teachers]
+        settings.tasks = {task: _relative(t) for task, t in settings.tasks.items()}
         results[hidden] = (result, work)
         rows.append({"hidden": hidden, "dev": {t: _main(r) for t, r in result.metrics["dev"].items()},
                      "test": {t: _main(r) for t, r in test.items()},
                      "tokens_per_second": speed(work)["tokens_per_second"],
                      "parameters": sum(p.numel() for p in result.model.network.parameters()),
                      "train_seconds": result.metrics.get("train_seconds")})
-    kinds = {t.name: t.kind for t in results[STUDENT_SIZES[name][0]][0].model.config.model.tasks}
+    kinds = {t.name: t.kind for t in next(iter(results.values()))[0].model.config.model.tasks}
     best = {t: max(r["dev"][t] for r in rows) for t in kinds}
     good = [r for r in rows if all(r["dev"][t] >= best[t] - DEV_SLACK[kinds[t]] for t in kinds)]
     chosen = max(good or rows, key=lambda r: r["tokens_per_second"])
@@ -236,6 +239,10 @@ def build_student(name: str, splits: dict, reuse: bool):
     return result, work, rows
 
 
+def _relative(path: str) -> str:
+    return str(Path(path).relative_to(ROOT)) if Path(path).is_relative_to(ROOT) else path
+
+
 def _main(report: dict) -> float:
     return report["f1"] if "f1" in report else report["accuracy"]
 
@@ -244,6 +251,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help=f"models to build (default: {' '.join(RECIPES)})")
     parser.add_argument("--reuse", action="store_true", help="reuse a finished run in runs/NAME instead of retraining")
+    parser.add_argument("--sizes", type=int, nargs="+", help="student sizes to train (default: STUDENT_SIZES)")
     args = parser.parse_args()
     args.names = args.names or list(RECIPES)
     unknown = set(args.names) - set(RECIPES)
@@ -252,7 +260,7 @@ def main() -> None:
     print(f"rebuilding {', '.join(args.names)}: about {sum(MINUTES[n] for n in args.names)} min on 2 cores",
           file=sys.stderr)
     for name in args.names:
-        metrics = build(name, args.reuse)
+        metrics = build(name, args.reuse, args.sizes)
         scores = ", ".join(f"{t} {100 * _main(r):.2f}" for t, r in metrics["test"].items())
         print(f"{name}: test {scores}; {metrics['speed']}")
 
