@@ -8,9 +8,9 @@ and gets a model card. The recipes are configs/NAME.toml. A name in ENSEMBLES is
 ensemble: its members train one after another into runs/NAME-member-K (a member that is
 a bundled recipe without overrides shares that model's run), and the model averages their
 scores (tagger/ensemble.py). A name in DISTILLED is a student (tagger/distill.py): it learns
-from bundled teachers (built before it) on the training text plus the unlabelled text of
-scripts/unlabeled_text.py, once per size in STUDENT_SIZES (runs/NAME-SIZE, one teacher
-labelling shared in runs/NAME-teachers); the fastest size whose dev scores are within
+from bundled teachers (built before it) on the training text (with --unlabeled, also on
+scripts/unlabeled_text.py's text), once per size in STUDENT_SIZES (runs/NAME-SIZE,
+one teacher labelling shared in runs/NAME-teachers); the fastest size whose dev scores are within
 DEV_SLACK of the best size's is bundled, and the card lists every size.
 """
 
@@ -108,7 +108,7 @@ def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: boo
     return result
 
 
-def build(name: str, reuse: bool = False, sizes: list[int] | None = None) -> dict:
+def build(name: str, reuse: bool = False, sizes: list[int] | None = None, unlabeled: bool = False) -> dict:
     import torch
 
     from tagger.artifact import load_model, save_model
@@ -142,7 +142,7 @@ def build(name: str, reuse: bool = False, sizes: list[int] | None = None) -> dic
                                           [r.metrics for r in results], context)
         curve = None
     elif name in DISTILLED:
-        result, work, students = build_student(name, splits, reuse, sizes)
+        result, work, students = build_student(name, splits, reuse, sizes, unlabeled)
         metrics = dict(result.metrics, students=students)
         metrics["test"] = evaluate_model(result.model, splits["test"].examples)
         save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
@@ -170,7 +170,7 @@ def build(name: str, reuse: bool = False, sizes: list[int] | None = None) -> dic
     if curve is not None:
         shutil.copy(curve, staging / "training-curve.png")
     data = {"train/dev/test": ", ".join(sorted({Path(p).parent.name for p, _ in RECIPES[name].values()})),
-            **({"unlabelled text": UNLABELED_NOTE} if name in DISTILLED else {}),
+            **({"unlabelled text": UNLABELED_NOTE} if name in DISTILLED and unlabeled else {}),
             "licence": LICENCE, "recipe": f"configs/{name}.toml" + (" (members: scripts/build_models.py ENSEMBLES)"
                                                                     if name in ENSEMBLES else ""),
             "rebuild": f"make models (scripts/build_models.py {name})"}
@@ -185,28 +185,33 @@ UNLABELED_NOTE = ("the WNUT-17 training tweets (CC BY 4.0) and the CIA World Fac
                   "licence beside it")
 
 
-def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None = None):
+def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None = None, unlabeled: bool = False):
     """Distil one student per size in STUDENT_SIZES; return the chosen one's TrainResult, its
-    run directory, and a row per size (dev, test, tokens/s) for the card."""
+    run directory, and a row per size (dev, test, tokens/s) for the card. With ``unlabeled``,
+    the teachers also label scripts/unlabeled_text.py's text (runs NAME-SIZE-unlabeled): on
+    EWT's dev set that cost the 128-unit student (README, "en-core")."""
     from tagger.config import load_config
     from tagger.datasets import unlabeled_examples
     from tagger.distill import distill
     from tagger.train import TrainResult, evaluate_model
     from tagger.artifact import load_model
 
-    texts = ROOT / "runs" / "unlabeled"
-    if not (texts / "factbook.jsonl").exists():
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "unlabeled_text.py"), "--output", str(texts)], check=True)
-    files = sorted(texts.glob("*.jsonl"))
+    texts, files, extra = ROOT / "runs" / "unlabeled", [], []
     gold = splits["train"].examples
-    first = max((e.document for e in gold if e.document is not None), default=-1) + 1
-    extra = unlabeled_examples(files, "en", first)
+    if unlabeled:
+        if not (texts / "factbook.jsonl").exists():
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "unlabeled_text.py"), "--output", str(texts)],
+                           check=True)
+        files = sorted(texts.glob("*.jsonl"))
+        first = max((e.document for e in gold if e.document is not None), default=-1) + 1
+        extra = unlabeled_examples(files, "en", first)
+    suffix = "-unlabeled" if unlabeled else ""
     teachers = [ROOT / "models" / t for t in DISTILLED[name]]
     print(f"{name}: {len(gold)} gold and {len(extra)} unlabelled sentences; teachers {', '.join(DISTILLED[name])}",
           file=sys.stderr)
     rows, results = [], {}
     for hidden in sizes or STUDENT_SIZES[name]:
-        work = ROOT / "runs" / f"{name}-{hidden}"
+        work = ROOT / "runs" / f"{name}-{hidden}{suffix}"
         finished = (work / "metrics.json").exists() and not (work / "checkpoint").exists()
         if finished and reuse:
             result = TrainResult(load_model(work), json.loads((work / "metrics.json").read_text()))
@@ -216,7 +221,7 @@ def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None 
             config = load_config(ROOT / "configs" / f"{name}.toml", {"model.encoder.hidden": hidden})
             print(f"{name}: student with {hidden} units", file=sys.stderr)
             result = distill(config, teachers, gold + extra, splits["dev"].examples, work,
-                             cache=ROOT / "runs" / f"{name}-teachers", resume=True,
+                             cache=ROOT / "runs" / f"{name}-teachers{suffix}", resume=True,
                              unlabeled=[str(f.relative_to(ROOT)) for f in files])
         test = evaluate_model(result.model, splits["test"].examples)
         settings = result.model.config.distill  # teachers by their place in the checkout, not this machine's
@@ -252,6 +257,7 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help=f"models to build (default: {' '.join(RECIPES)})")
     parser.add_argument("--reuse", action="store_true", help="reuse a finished run in runs/NAME instead of retraining")
     parser.add_argument("--sizes", type=int, nargs="+", help="student sizes to train (default: STUDENT_SIZES)")
+    parser.add_argument("--unlabeled", action="store_true", help="students also learn from scripts/unlabeled_text.py's text")
     args = parser.parse_args()
     args.names = args.names or list(RECIPES)
     unknown = set(args.names) - set(RECIPES)
@@ -260,7 +266,7 @@ def main() -> None:
     print(f"rebuilding {', '.join(args.names)}: about {sum(MINUTES[n] for n in args.names)} min on 2 cores",
           file=sys.stderr)
     for name in args.names:
-        metrics = build(name, args.reuse, args.sizes)
+        metrics = build(name, args.reuse, args.sizes, args.unlabeled)
         scores = ", ".join(f"{t} {100 * _main(r):.2f}" for t, r in metrics["test"].items())
         print(f"{name}: test {scores}; {metrics['speed']}")
 

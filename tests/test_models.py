@@ -48,7 +48,7 @@ def test_bundled_model_scores_match_its_card(name):
 
 
 def test_bundled_models_are_small_and_self_describing():
-    assert BUNDLED == ["en-joint", "en-ner", "en-pos"]
+    assert BUNDLED == ["en-core", "en-joint", "en-ner", "en-pos"]
     for name in BUNDLED:
         directory = ROOT / "models" / name
         size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
