@@ -22,7 +22,7 @@ bench: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
-# Rebuild models/ from ../shared/data (fixed seeds; about 2 hours on 2 cores: build_models prints the estimate).
+# Rebuild models/ from ../shared/data (fixed seeds; about 3 hours on 2 cores: build_models prints the estimate).
 models: setup
 	$(BIN)/python scripts/build_models.py
 
