@@ -45,9 +45,9 @@ def conll2003_files(tmp_path_factory, uner_sentences, ewt_by_id):
 def test_train_then_evaluate_json_on_ewt(tmp_path, shared_data, write_head):
     train = write_head(shared_data / "ud-english-ewt" / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 300)
     dev = shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
-    result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "pos", *FAST)
+    result = run("train", "--train", train, "--dev", dev, "--output", tmp_path / "pos", *FAST, "--set", "train.lr=0.01")
     assert result.exit_code == 0, result.output
-    assert "dev upos accuracy" in result.output
+    assert "dev upos accuracy" in result.output and "recipe: tag-small" in result.output  # no --config: built-in
     result = run("evaluate", "--model", tmp_path / "pos", "--data", dev, "--json", "--confusion", tmp_path / "c.png")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
