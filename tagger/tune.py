@@ -285,6 +285,7 @@ class _Reporter:
 
         self.study, self.settings, self.started, self.deadline = study, settings, started, deadline
         self.on_trial, self.progress, self.seen = on_trial, progress, _counted(study)
+        self.reported = {t["number"] for t in summary(study)["trials"]}
         self.bar = tqdm(total=settings.trials, initial=self.seen, unit="trial", desc="search",
                         disable=not progress or not sys.stderr.isatty())
 
@@ -298,10 +299,13 @@ class _Reporter:
         left = f", {max(0, self.deadline - time.time()) / 60:.0f} min left" if self.deadline else ""
         self.bar.n = min(done, self.settings.trials)
         self.bar.set_postfix_str(f"best dev {best:.4f}{left}")
-        if self.progress and self.bar.disable:
-            last = info["trials"][-1] if info["trials"] else {}
-            print(f"trial {done}/{self.settings.trials}: {last.get('state', '?').lower()}, dev "
-                  f"{last.get('dev') or 0:.4f}; best {best:.4f}{left}", file=sys.stderr, flush=True)
+        for trial in info["trials"]:  # each trial that ended since the last update, once
+            if trial["number"] in self.reported:
+                continue
+            self.reported.add(trial["number"])
+            if self.progress and self.bar.disable:
+                print(f"trial {trial['number']} ({done}/{self.settings.trials} ended): {trial['state'].lower()}, dev "
+                      f"{trial['dev'] or 0:.4f}; best {best:.4f}{left}", file=sys.stderr, flush=True)
         if self.on_trial:
             self.on_trial(info)
 
