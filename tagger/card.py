@@ -150,7 +150,8 @@ def _search_note(search: dict[str, Any] | None) -> list[str]:
     for trial in search["trials"]:
         values = " | ".join(_short(trial["params"].get(k)) for k in search["space"])
         dev = f"{trial['dev']:.4f}" if trial["dev"] is not None else "-"
-        lines.append(f"| {trial['number']} | {trial['state'].lower()} | {dev} | {trial['epochs']} | {values} |")
+        state = trial["state"].lower() + (f" ({trial['note']})" if trial.get("note") else "")
+        lines.append(f"| {trial['number']} | {state} | {dev} | {trial['epochs']} | {values} |")
     return lines
 
 

@@ -358,8 +358,8 @@ def _publish(output: Path, info: dict[str, Any], settings: TuneSettings, seconds
                 shutil.copy2(item, output / item.name)
     metrics = json.loads((output / METRICS).read_text())
     metrics["search"] = {k: info[k] for k in ("engine", "best", "space", "settings")}
-    metrics["search"]["trials"] = [{k: t[k] for k in ("number", "state", "dev", "epochs", "params", "seconds")}
-                                   for t in info["trials"]]
+    metrics["search"]["trials"] = [{k: t[k] for k in ("number", "state", "dev", "epochs", "params", "seconds", "note")
+                                    if k in t} for t in info["trials"]]
     atomic_write_text(output / METRICS, json.dumps(metrics, indent=2))
     write_card(output)
     return info
