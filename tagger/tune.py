@@ -215,7 +215,12 @@ def _work(config_json: str, space_json: str, train_data, dev_data, output: str, 
         if not remaining:
             return
         timeout = None if deadline is None else max(0.0, deadline - time.time())
-        callbacks = [optuna.study.MaxTrialsCallback(settings.trials, states=states)] + ([callback] if callback else [])
+        def out_of_time(study_, trial_) -> None:  # optimize's own timeout counts from its start, not the budget's
+            if deadline is not None and time.time() >= deadline:
+                study_.stop()
+
+        callbacks = [optuna.study.MaxTrialsCallback(settings.trials, states=states), out_of_time] + \
+            ([callback] if callback else [])
         study.optimize(_objective(config, space, train_data, dev_data, Path(output), deadline, settings.warmup_epochs),
                        n_trials=remaining, timeout=timeout, catch=(RuntimeError, ValueError), callbacks=callbacks)
     finally:
