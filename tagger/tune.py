@@ -137,7 +137,7 @@ def _objective(config: TaggerConfig, space: dict[str, Param], train_data: Sequen
 
     def objective(trial) -> float:
         values = suggest(trial, space)
-        trial_config = load_config(None, {**_flat(config.model_dump(mode="json")), **values})
+        trial_config = load_config(None, values, base=config.model_dump(mode="json"))
         directory = output / TRIALS / str(trial.number)
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -161,16 +161,6 @@ def _objective(config: TaggerConfig, space: dict[str, Param], train_data: Sequen
         return max(h["dev"] for h in result.metrics["history"])
 
     return objective
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key not in ("tasks",):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _study(output: Path, seed: int, warmup: int, worker: int = 0):
@@ -389,10 +379,10 @@ def _ray_trial(params: dict[str, Any], config_json: str, train_data, dev_data, o
     from tagger.train import train
 
     torch.set_num_threads(1)
-    base = _flat(TaggerConfig.model_validate_json(config_json).model_dump(mode="json"))
+    base = TaggerConfig.model_validate_json(config_json).model_dump(mode="json")
     name = ray_tune.get_context().get_trial_id()
     directory = Path(output) / TRIALS / name
-    train(load_config(None, {**base, **params}), train_data, dev_data, directory, progress=False,
+    train(load_config(None, params, base=base), train_data, dev_data, directory, progress=False,
           on_epoch=lambda record: ray_tune.report({"dev": record["dev"], "epoch": record["epoch"], "directory": name}))
 
 
