@@ -56,7 +56,7 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
     throughput only); returns its row."""
     import torch
 
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     if threads:
         torch.set_num_threads(threads)
@@ -144,7 +144,7 @@ def file_jobs(names: list[str]) -> None:
     in-process call (``Tagger.tag_texts``, ``nlp.pipe``) on the same texts in one process."""
     import tempfile
 
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     sentences = [s for path in EWT_ALL for s in read_conllu(path, None)]
     texts = [s.text or " ".join(s.tokens) for s in sentences]
@@ -193,8 +193,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.runs, args.threads, args.every)))
         return
-    from tagger.artifact import is_model_directory
-    from tagger.runtime import onnx_available
+    from tagger.inference.runtime import onnx_available
+    from tagger.model.directory import is_model_directory
 
     rows = {}
     ours = [n for n in OURS if is_model_directory(ROOT / "models" / n)]

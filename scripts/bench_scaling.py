@@ -61,7 +61,7 @@ def bench_train(work: Path) -> str:
 
 def bench_ray(work: Path, copies: int = 4) -> str:
     sys.path.insert(0, str(ROOT))
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     texts = [s.text for s in read_conllu(EWT / "en_ewt-ud-test.conllu")] * copies
     inputs = work / "inputs"
@@ -77,7 +77,7 @@ def bench_ray(work: Path, copies: int = 4) -> str:
                     "--output", str(work / "local.jsonl")], check=True)
     local = time.perf_counter() - started
     tokens = sum(len(json.loads(line)["tokens"]) for line in (work / "local.jsonl").open())
-    code = ("import sys, time, ray; from tagger import ray_engine; t = time.perf_counter(); "
+    code = ("import sys, time, ray; from tagger.engines import ray_engine; t = time.perf_counter(); "
             "ray.init(include_dashboard=False, configure_logging=False); s = time.perf_counter(); "
             "ray_engine.tag_files(sys.argv[1], sys.argv[2], sys.argv[3], num_actors=2); "
             "print(time.perf_counter() - s, s - t)")

@@ -136,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from server.registry import ModelRegistry
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     texts = [s.text for s in read_conllu(EWT_TEST, None) if s.text and 15 <= len(s.tokens) <= 25]
     registry = ModelRegistry.from_directory(args.models, backend=args.backend)

@@ -7,7 +7,7 @@ scored on the test set, timed, stored in fp16 in models/NAME if that costs no ac
 and gets a model card. The recipes are configs/NAME.toml. A name in ENSEMBLES is an
 ensemble: its members train one after another into runs/NAME-member-K (a member that is
 a bundled recipe without overrides shares that model's run), and the model averages their
-scores (tagger/ensemble.py). A name in DISTILLED is a student (tagger/distill.py): it learns
+scores (tagger/model/ensemble.py). A name in DISTILLED is a student (tagger/training/distill.py): it learns
 from bundled teachers (built before it) on the training text (with --unlabeled, also on
 scripts/unlabeled_text.py's text), once per size in STUDENT_SIZES (runs/NAME-SIZE,
 one teacher labelling shared in runs/NAME-teachers); the fastest size whose dev scores are within
@@ -40,10 +40,10 @@ RECIPES = {
     "en-core": {"upos": (EWT, "upos"), "xpos": (EWT, "xpos"), "ner": (UNER, None)},
 }
 # name -> its members, (recipe, --set overrides): the model is an ensemble that averages their
-# scores (tagger/ensemble.py); members were chosen by the ensemble's dev score.
+# scores (tagger/model/ensemble.py); members were chosen by the ensemble's dev score.
 ENSEMBLES = {"en-ner": [("en-ner", {"train.seed": 2}), ("en-joint", {}),
                         ("en-ner", {"model.freeze_vectors": True, "train.seed": 3})]}
-# name -> document context weight (tagger/context.py), chosen on dev (README, "Bundled models")
+# name -> document context weight (tagger/inference/context.py), chosen on dev (README, "Bundled models")
 CONTEXT = {"en-ner": 0.5}
 # name -> its teachers (bundled models); the student's recipe is configs/NAME.toml
 DISTILLED = {"en-core": ["en-pos", "en-ner"]}
@@ -53,9 +53,9 @@ MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75, "en-core": 40}  # measure
 
 
 def load_split(name: str, split: str):
-    from tagger.align import align
     from tagger.config import CorpusFormat
-    from tagger.readers import load_corpus
+    from tagger.data.align import align
+    from tagger.data.readers import load_corpus
 
     corpora = {}
     for task, (pattern, column) in RECIPES[name].items():
@@ -69,7 +69,7 @@ def speed(model_dir: Path) -> dict[str, float]:
     import statistics
 
     from tagger import Tagger
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     tagger = Tagger.load(model_dir)
     texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT.format(split="test"), None)]
@@ -90,9 +90,9 @@ def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: boo
     """Train ``configs/RECIPE.toml`` (with dotted ``overrides``) into ``work``; an interrupted
     run resumes from its checkpoint, a finished one is reused with ``reuse`` (or when this
     process trained it: an ensemble member that is also a bundled model)."""
-    from tagger.artifact import load_model
     from tagger.config import TaskConfig, load_config
-    from tagger.train import TrainResult, train
+    from tagger.model.directory import load_model
+    from tagger.training.train import TrainResult, train
 
     config = load_config(ROOT / "configs" / f"{recipe}.toml", overrides)
     if not config.model.tasks:
@@ -111,11 +111,13 @@ def train_run(recipe: str, overrides: dict, work: Path, splits: dict, reuse: boo
 def build(name: str, reuse: bool = False, sizes: list[int] | None = None, unlabeled: bool = False) -> dict:
     import torch
 
-    from tagger.artifact import load_model, save_model
-    from tagger.card import write_card
+    from tagger.model.artifact import save_model
+
     from tagger.config import ContextConfig
-    from tagger.ensemble import Ensemble, save_ensemble
-    from tagger.train import evaluate_model
+    from tagger.model.directory import load_model
+    from tagger.model.ensemble import Ensemble, save_ensemble
+    from tagger.training.card import write_card
+    from tagger.training.train import evaluate_model
 
     splits = {split: load_split(name, split) for split in ("train", "dev", "test")}
     print(f"{name}: {len(splits['train'].examples)} training sentences, {splits['train'].aligned} aligned "
@@ -191,10 +193,10 @@ def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None 
     the teachers also label scripts/unlabeled_text.py's text (runs NAME-SIZE-unlabeled): on
     EWT's dev set that cost the 128-unit student (README, "en-core")."""
     from tagger.config import load_config
-    from tagger.datasets import unlabeled_examples
-    from tagger.distill import distill
-    from tagger.train import TrainResult, evaluate_model
-    from tagger.artifact import load_model
+    from tagger.data.datasets import unlabeled_examples
+    from tagger.model.directory import load_model
+    from tagger.training.distill import distill
+    from tagger.training.train import TrainResult, evaluate_model
 
     texts, files, extra = ROOT / "runs" / "unlabeled", [], []
     gold = splits["train"].examples

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from tagger import Tagger
-from tagger.batching import Example, bucketed
 from tagger.config import EncoderConfig
-from tagger.model import SequenceEncoder
-from tagger.predict import DEFAULT_BATCH_TOKENS
-from tagger.readers import read_conllu
-from tagger.runtime import OnnxEncoder
+from tagger.data.batching import Example, bucketed
+from tagger.data.readers import read_conllu
+from tagger.inference.predict import DEFAULT_BATCH_TOKENS
+from tagger.inference.runtime import OnnxEncoder
+from tagger.model.network import SequenceEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
 EWT_TEST = ROOT.parent / "shared" / "data" / "ud-english-ewt" / "en_ewt-ud-test.conllu"

@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto"], help="the server's encoder backend")
     args = parser.parse_args()
 
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     texts = [s.text for s in read_conllu(EWT_TEST, None) if s.text]
     store = tempfile.mkdtemp(prefix="soak-")

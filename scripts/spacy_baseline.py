@@ -17,15 +17,15 @@ DATA = ROOT.parent / "shared" / "data"
 def _docbin(nlp, split: str, with_ner: bool):
     from spacy.tokens import Doc, DocBin, Span
 
-    from tagger.align import align
-    from tagger.readers import load_corpus, read_conllu
+    from tagger.data.align import align
+    from tagger.data.readers import load_corpus, read_conllu
 
     pos = list(read_conllu(DATA / "ud-english-ewt" / f"en_ewt-ud-{split}.conllu", "upos"))
     corpora = {"upos": pos}
     if with_ner:
         corpora["ner"] = load_corpus(DATA / "uner-english-ewt" / f"en_ewt-ud-{split}.iob2").sentences
     docs = DocBin()
-    from tagger.schemes import spans
+    from tagger.data.schemes import spans
 
     for example in align(corpora).examples:
         if "upos" not in example.labels or (with_ner and "ner" not in example.labels):

@@ -254,11 +254,11 @@ def client_tag_file(
 
     from server.client import make_request
     from server.convert import document_from_pb
+    from tagger.data.corpus import CorpusError
+    from tagger.data.readers.documents import group_documents, read_documents
+    from tagger.data.writers import atomic_output
+    from tagger.inference.output import FORMATS, split_sentences, write_document
     from tagger_proto.v1 import tagger_pb2 as pb
-    from tagger.corpus import CorpusError
-    from tagger.readers.documents import group_documents, read_documents
-    from tagger.output import FORMATS, split_sentences, write_document
-    from tagger.writers import atomic_output
 
     if output_format not in FORMATS:
         typer.echo(f"error: --output-format must be one of {', '.join(FORMATS)}", err=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from server.store import StoreError, check_name
 from tagger.config import CorpusFormat
-from tagger.readers import load_corpus
+from tagger.data.readers import load_corpus
 
 
 class CorpusStore:

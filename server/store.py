@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from tagger import is_model_directory
-from tagger.writers import atomic_write_text
+from tagger.data.writers import atomic_write_text
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ACTIVE = "ACTIVE"

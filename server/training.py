@@ -12,7 +12,7 @@ from server.corpora import CorpusStore
 from server.jobs import JobError, JobManager
 from server.store import StoreError
 from tagger.config import CorpusFormat
-from tagger.corpus import CorpusError
+from tagger.data.corpus import CorpusError
 from tagger_proto.v1 import tagger_pb2 as pb
 from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
 

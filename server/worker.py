@@ -30,12 +30,12 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
         import torch
 
         from tagger.config import CorpusFormat, TaggerConfig
-        from tagger.datasets import task_examples, tasks_for
-        from tagger.train import train as run_training
+        from tagger.data.datasets import task_examples, tasks_for
+        from tagger.training.train import train as run_training
 
         if threads:
             torch.set_num_threads(threads)
-        from tagger.artifact import load_model
+        from tagger.model.directory import load_model
 
         config = TaggerConfig.model_validate_json(config_json)
         config.data = CorpusFormat.model_validate(train_format)
@@ -58,7 +58,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
             config.model.tasks = tasks_for(train, config.data, [None])
         train_examples, dev_examples = task_examples(train, dev, config, CorpusFormat.model_validate(dev_format))
         if base_model is None and overrides is not None:  # the built-in recipe that fits the corpus
-            from tagger.recipes import fit
+            from tagger.training.recipes import fit
 
             config = fit(config, train_examples, overrides)
             print(f"recipe: {config.recipe}", flush=True)
@@ -77,9 +77,9 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
 def _distill(config, teachers: list[str], train: str, dev: str, dev_format, directory: Path, progress: dict[str, Any]):
     """A distillation job: the student's tasks are the teachers'; the corpora's gold labels
     count for the tasks they label."""
-    from tagger.artifact import load_model
-    from tagger.datasets import corpus_examples
-    from tagger.distill import assign_tasks, distill, student_tasks
+    from tagger.data.datasets import corpus_examples
+    from tagger.model.directory import load_model
+    from tagger.training.distill import assign_tasks, distill, student_tasks
 
     loaded = [load_model(t) for t in teachers]
     tasks = student_tasks(loaded, assign_tasks(loaded, [t.name for t in config.model.tasks] or None))
@@ -98,8 +98,8 @@ def _search(config, search: dict[str, Any], train: str, dev: str, dev_format, di
     import shutil
     import time
 
-    from tagger.datasets import task_examples, tasks_for
-    from tagger.tune import TuneSettings, tune
+    from tagger.data.datasets import task_examples, tasks_for
+    from tagger.training.tune import TuneSettings, tune
 
     if not config.model.tasks:
         config.model.tasks = tasks_for(train, config.data, [None])

@@ -6,7 +6,7 @@ The public API the service uses::
     tagger = Tagger.load("models/en-pos")
     document = tagger.tag("Raw text. Two sentences.")
 
-The names below are imported on first use, so ``import tagger.readers`` (or a Ray worker
+The names below are imported on first use, so ``import tagger.data.readers`` (or a Ray worker
 that only splits files) does not pay for torch and spaCy.
 """
 
@@ -16,10 +16,11 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    **{name: "tagger.artifact" for name in ("ArtifactError", "is_model_directory", "weight_files")},
-    "CorpusError": "tagger.corpus",
-    "Sentence": "tagger.corpus",
-    **{name: "tagger.predict" for name in ("Document", "Entity", "Label", "TaggedSentence", "TaggedText", "Tagger",
+    "ArtifactError": "tagger.model.artifact",
+    **{name: "tagger.model.directory" for name in ("is_model_directory", "weight_files")},
+    "CorpusError": "tagger.data.corpus",
+    "Sentence": "tagger.data.corpus",
+    **{name: "tagger.inference.predict" for name in ("Document", "Entity", "Label", "TaggedSentence", "TaggedText", "Tagger",
                                             "TaskPrediction", "Token", "TokenizedText", "sentence_entities")},
 }
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from tagger.config import ConfigError, CorpusFormat, TaggerConfig, TaskConfig, load_config, parse_assignment
-from tagger.corpus import CorpusError, document_ids
+from tagger.data.corpus import CorpusError, document_ids
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="BiLSTM-CRF part-of-speech and named-entity tagger.")
@@ -56,18 +56,20 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", help="use the first N training sentences")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="start from a trained model's encoder and embeddings (train.init_from)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=0.001 (repeatable)")] = None,
     decoder: Annotated[str, typer.Option("--decoder", help="crf or softmax (for tasks made from --label-column)")] = "crf",
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUTPUT/checkpoint")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Train a tagger on a CoNLL-style corpus; the best model (by dev score) is kept in OUTPUT."""
-    from tagger.datasets import DatasetError
-    from tagger.train import train as run_training
+    from tagger.data.datasets import DatasetError
+    from tagger.training.train import train as run_training
 
     try:
         overrides: dict[str, Any] = {"model.vectors": vectors, "train.epochs": epochs, "train.seed": seed,
-                                     "train.max_sentences": max_sentences}
+                                     "train.max_sentences": max_sentences,
+                                     "train.init_from": str(init_from) if init_from else None}
         cfg, train_examples, dev_examples = _training_data(train, dev, config, overrides, set_, fmt, token_column,
                                                            label_column, scheme, decoder)
         if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
@@ -97,9 +99,10 @@ def distill(
 ) -> None:
     """Train one student model from teachers' output distributions (knowledge distillation),
     mixed with the gold labels; the teachers label --train and --unlabeled text once (cached)."""
-    from tagger.artifact import ArtifactError, load_model
-    from tagger.datasets import DatasetError, corpus_examples, unlabeled_examples
-    from tagger.distill import DistillError, assign_tasks, distill as run_distillation, student_tasks
+    from tagger.data.datasets import DatasetError, corpus_examples, unlabeled_examples
+    from tagger.model.artifact import ArtifactError
+    from tagger.model.directory import load_model
+    from tagger.training.distill import DistillError, assign_tasks, distill as run_distillation, student_tasks
 
     try:
         overrides: dict[str, Any] = {"train.epochs": epochs, "train.seed": seed}
@@ -138,7 +141,7 @@ def _training_data(train: Path, dev: Path, config: Path | None, overrides: dict[
                    fmt: str, token_column: int | None, label_column: str | None, scheme: str, decoder: str = "crf"):
     """The resolved config (recipe, flags, --set; tasks from the label columns) and the
     training and dev examples, as ``tagger train`` and ``tagger tune`` read them."""
-    from tagger.datasets import task_examples, tasks_for
+    from tagger.data.datasets import task_examples, tasks_for
 
     overrides = {**overrides, **dict(parse_assignment(item) for item in set_ or [])}
     cfg = load_config(config, overrides)
@@ -149,7 +152,7 @@ def _training_data(train: Path, dev: Path, config: Path | None, overrides: dict[
         cfg.model.tasks = tasks_for(train, cfg.data, [_column(c) for c in columns], decoder)
     train_examples, dev_examples = task_examples(train, dev, cfg)
     if config is None:  # no recipe given: the built-in one that fits the corpus
-        from tagger.recipes import fit
+        from tagger.training.recipes import fit
 
         cfg = fit(cfg, train_examples, overrides)
         typer.echo(f"recipe: {cfg.recipe}", err=True)
@@ -164,7 +167,7 @@ def tune(
     output: Annotated[Path, typer.Option("--output", help="directory: the study, the trials, and at the end the best model")],
     trials: Annotated[int, typer.Option("--trials", min=1, help="trials in all; a resumed search counts the earlier ones")] = 20,
     time_budget: Annotated[Optional[str], typer.Option("--time-budget", help="stop after this long: 2h, 90m, 600s")] = None,
-    space: Annotated[Optional[Path], typer.Option("--space", help="TOML search space (default: tagger/tune.py DEFAULT_SPACE)")] = None,
+    space: Annotated[Optional[Path], typer.Option("--space", help="TOML search space (default: tagger/training/tune.py DEFAULT_SPACE)")] = None,
     jobs: Annotated[int, typer.Option("--jobs", min=1, help="trials at once, each in its own process")] = 1,
     engine: Annotated[str, typer.Option("--engine", help="optuna (local processes) or ray (Ray Tune; the ray extra)")] = "optuna",
     fmt: FormatOpt = "auto",
@@ -174,18 +177,20 @@ def tune(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe the trials start from")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="epochs per trial at most")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    init_from: Annotated[Optional[Path], typer.Option("--init-from", help="every trial starts from this trained model's encoder and embeddings")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="fixed override for every trial (repeatable)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress display")] = False,
 ) -> None:
     """Search hyperparameters (Optuna TPE with pruning; the study is kept in OUTPUT and a rerun
     resumes it); OUTPUT ends up as the best trial's model with the search in its card."""
-    from tagger.datasets import DatasetError
+    from tagger.data.datasets import DatasetError
 
     try:
-        from tagger.tune import TuneSettings, load_space, tune as run_search
+        from tagger.training.tune import TuneSettings, load_space, tune as run_search
         settings = TuneSettings(trials=trials, time_budget=_seconds(time_budget), jobs=jobs, seed=seed or 1,
                                 engine=engine)  # type: ignore[arg-type]
-        cfg, train_examples, dev_examples = _training_data(train, dev, config, {"train.epochs": epochs, "train.seed": seed},
+        cfg, train_examples, dev_examples = _training_data(train, dev, config, {"train.epochs": epochs, "train.seed": seed,
+                                                                                  "train.init_from": str(init_from) if init_from else None},
                                                            set_, fmt, token_column, label_column, scheme)
         searched = load_space(space)
         if output.exists() and any(output.iterdir()) and not any((output / n).exists() for n in ("study.sqlite", "ray")):
@@ -236,11 +241,12 @@ def evaluate(
         "documents are the corpus's # newdoc / -DOCSTART- marks")] = None,
 ) -> None:
     """Score a model on a labelled corpus: seqeval (strict IOB2) for spans, token accuracy."""
-    from tagger.artifact import ArtifactError, load_model
-    from tagger.metrics import evaluate_labels
-    from tagger.plots import confusion_matrix
-    from tagger.predict import tag_corpus
-    from tagger.readers import load_corpus
+    from tagger.data.readers import load_corpus
+    from tagger.inference.predict import tag_corpus
+    from tagger.model.artifact import ArtifactError
+    from tagger.model.directory import load_model
+    from tagger.training.metrics import evaluate_labels
+    from tagger.training.plots import confusion_matrix
 
     try:
         loaded = load_model(model)
@@ -280,8 +286,9 @@ def ensemble(
         "(default: the first model's); choose it on dev data with tagger evaluate --context-weight")] = None,
 ) -> None:
     """Combine trained models into one that averages their scores (same labels per task)."""
-    from tagger.artifact import ArtifactError, load_model
-    from tagger.ensemble import save_ensemble
+    from tagger.model.artifact import ArtifactError
+    from tagger.model.directory import load_model
+    from tagger.model.ensemble import save_ensemble
 
     try:
         if len(members) < 2:
@@ -303,7 +310,7 @@ def _pick_task(tasks: dict[str, str], data: str, fmt: CorpusFormat) -> str:
         return next(iter(tasks))
     if isinstance(fmt.label_column, str) and fmt.label_column in tasks:
         return fmt.label_column
-    from tagger.readers import detect_format
+    from tagger.data.readers import detect_format
 
     if (fmt.format if fmt.format != "auto" else detect_format(data)) == "conllu":
         return "upos" if "upos" in tasks else next(t for t, k in tasks.items() if k == "tag")
@@ -346,7 +353,7 @@ def tag(
                                          "small batches, more memory) or auto (onnx if installed); same labels")] = "torch",
 ) -> None:
     """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
-    from tagger.predict import BACKENDS
+    from tagger.inference.predict import BACKENDS
 
     if backend not in BACKENDS:
         _fail(UserError(f"--backend must be one of {', '.join(BACKENDS)}"))
@@ -357,11 +364,11 @@ def tag(
         _fail(UserError("--engine must be local or ray"))
     from tqdm import tqdm
 
-    from tagger.artifact import ArtifactError
-    from tagger.predict import Tagger
-    from tagger.readers.documents import read_documents
-    from tagger.tagfiles import tag_file
-    from tagger.writers import atomic_output
+    from tagger.data.readers.documents import read_documents
+    from tagger.data.writers import atomic_output
+    from tagger.inference.predict import Tagger
+    from tagger.inference.tagfiles import tag_file
+    from tagger.model.artifact import ArtifactError
 
     if output_format not in ("jsonl", "conllu", "conll"):
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
@@ -383,7 +390,7 @@ def _tag_on_ray(model: Path, inputs: Path | None, output: Path | None, num_actor
     if inputs is None or output is None:
         _fail(UserError("--engine ray needs --input (a file, directory or glob) and --output (a directory)"))
     try:
-        from tagger import ray_engine
+        from tagger.engines import ray_engine
     except ImportError:
         _fail(UserError("--engine ray needs Ray: pip install 'tagger[ray]'"))
     try:

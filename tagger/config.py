@@ -90,10 +90,13 @@ class TrainConfig(_Strict):
     seed: int = 1
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
     max_sentences: int | None = Field(None, ge=1, description="use only the first N training sentences")
+    init_from: str | None = Field(None, description="a trained model directory to start from: its architecture, "
+                                  "embeddings and encoder (and the heads of tasks with the same labels); "
+                                  "the vocabularies and labels are this corpus's")
 
 
 class ContextConfig(_Strict):
-    """Document context at decoding (:mod:`tagger.context`): the span-task emissions of a
+    """Document context at decoding (:mod:`tagger.inference.context`): the span-task emissions of a
     word that occurs more than once in a document move ``weight`` of the way to their mean
     over its occurrences there. 0 turns it off."""
 
@@ -102,7 +105,7 @@ class ContextConfig(_Strict):
 
 
 class DistillConfig(_Strict):
-    """Knowledge distillation (:mod:`tagger.distill`): how a student learns from teachers.
+    """Knowledge distillation (:mod:`tagger.training.distill`): how a student learns from teachers.
 
     On a sentence with gold labels for a task the loss is ``weight`` times the cross-entropy
     against the teacher plus ``1 - weight`` times the gold labels' negative log-likelihood;
@@ -125,7 +128,7 @@ class TaggerConfig(_Strict):
     train: TrainConfig = TrainConfig()
     context: ContextConfig = ContextConfig()
     distill: DistillConfig | None = Field(None, description="set for a model trained by distillation")
-    recipe: str | None = Field(None, description="the built-in recipe chosen for the corpus (tagger/recipes), and why")
+    recipe: str | None = Field(None, description="the built-in recipe chosen for the corpus (tagger/training/recipes), and why")
 
     def with_context(self, **changes: Any) -> "TaggerConfig":
         """A deep copy with ``context`` fields changed (``weight=0.5``), validated."""

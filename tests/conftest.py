@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tagger.batching import Example
 from tagger.config import TaggerConfig, TaskConfig
-from tagger.readers import load_corpus, read_conllu
+from tagger.data.batching import Example
+from tagger.data.readers import load_corpus, read_conllu
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"  # ../shared/data beside the checkout
 EWT = DATA_DIR / "ud-english-ewt"
@@ -69,7 +69,7 @@ def uner_sentences(data_dir):
 
 
 def _train_tiny(directory: Path, task: TaskConfig, train, dev, epochs: int, seed: int = 1) -> Path:
-    from tagger.train import train as run
+    from tagger.training.train import train as run
 
     config = TaggerConfig()
     config.model.tasks = [task]

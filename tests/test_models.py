@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tagger.artifact import is_model_directory, load_model
 from tagger.config import CorpusFormat
-from tagger.corpus import document_ids
-from tagger.metrics import evaluate_labels
-from tagger.predict import predict, tag_corpus
-from tagger.readers import load_corpus
-from tagger.runtime import OnnxEncoder, onnx_available
+from tagger.data.corpus import document_ids
+from tagger.data.readers import load_corpus
+from tagger.inference.predict import predict, tag_corpus
+from tagger.inference.runtime import OnnxEncoder, onnx_available
+from tagger.model.directory import is_model_directory, load_model
+from tagger.training.metrics import evaluate_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -86,7 +86,7 @@ def test_every_score_is_a_probability(name, backend):
     if backend == "onnx" and not onnx_available():
         pytest.skip("the onnx extra is not installed")
     from tagger import Tagger
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     tagger = Tagger.load(ROOT / "models" / name, backend)
     texts = [s.text or " ".join(s.tokens) for s in read_conllu(TEST_SETS["upos"][0], None)]

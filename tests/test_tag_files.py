@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from tagger import Tagger
-from tagger.artifact import is_model_directory
-from tagger.output import document_record, jsonl_line
-from tagger.readers.documents import read_documents
-from tagger.tagfiles import tag_file
+from tagger.data.readers.documents import read_documents
+from tagger.inference.output import document_record, jsonl_line
+from tagger.inference.tagfiles import tag_file
+from tagger.model.directory import is_model_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -69,7 +69,7 @@ def test_scores_keep_the_labels_and_are_probabilities(bundled, tmp_path):
 def test_fast_jsonl_equals_the_record_route_on_the_test_texts(bundled, scores):
     """jsonl_line (from the predictions) writes exactly what json.dumps of document_record
     (from the Document) writes, on every raw text of the EWT test set."""
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     _, tagger = bundled
     texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]

@@ -75,14 +75,14 @@ def test_client_cli_tag_and_tag_file(process, models_dir, tmp_path, shared_data)
     result = runner.invoke(app, ["client", "tag-file", "--server", address, "--input", str(conllu),
                                  "--output", str(out), "--output-format", "conllu"])
     assert result.exit_code == 0, result.output
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
     gold, tagged = list(read_conllu(conllu)), list(read_conllu(out))
     assert [s.sent_id for s in tagged] == [s.sent_id for s in gold]
     assert [s.tokens for s in tagged] == [s.tokens for s in gold]
     assert all("ner=" in row[9] for s in tagged for row in s.rows)
-    from tagger.artifact import load_model
-    from tagger.corpus import document_ids
-    from tagger.predict import tag_corpus
+    from tagger.data.corpus import document_ids
+    from tagger.inference.predict import tag_corpus
+    from tagger.model.directory import load_model
     # a document's sentences go in one request (for document context), split back per sentence
     expected = tag_corpus(load_model(models_dir / "ner"), [s.tokens for s in gold], "ner", document_ids(gold))
     assert [[row[9].split("ner=")[1].split("|")[0] for row in s.rows] for s in tagged] == expected
@@ -191,10 +191,11 @@ def _expect_rpc_error(call) -> grpc.StatusCode | None:
 
 
 def test_client_tag_file_sends_a_document_per_request_to_a_context_model(models_dir, tmp_path, shared_data):
-    from tagger.artifact import load_model, save_model
-    from tagger.corpus import document_ids
-    from tagger.predict import tag_corpus
-    from tagger.readers import load_corpus
+    from tagger.data.corpus import document_ids
+    from tagger.data.readers import load_corpus
+    from tagger.inference.predict import tag_corpus
+    from tagger.model.artifact import save_model
+    from tagger.model.directory import load_model
 
     model = load_model(models_dir / "ner")
     model.config = model.config.with_context(weight=1.0)

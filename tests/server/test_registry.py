@@ -8,7 +8,7 @@ import pytest
 
 from server.registry import ModelRegistry, UnknownModel, load_entry, model_version
 from tagger import ArtifactError
-from tagger.runtime import onnx_available
+from tagger.inference.runtime import onnx_available
 
 
 def test_defaults(models_dir, tmp_path):
@@ -64,8 +64,8 @@ def test_the_backend_setting_reaches_every_model_and_keeps_its_labels(models_dir
 
 def test_an_ensemble_directory_is_discovered_stored_and_served(models_dir, tiny_ner_model_seed2, tmp_path):
     from server.store import ModelStore
-    from tagger.artifact import load_model
-    from tagger.ensemble import save_ensemble
+    from tagger.model.directory import load_model
+    from tagger.model.ensemble import save_ensemble
 
     bundled = tmp_path / "bundled"
     shutil.copytree(models_dir / "pos", bundled / "pos")

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.client import TaggerClient, make_request
 from tagger import Tagger
-from tagger.runtime import onnx_available
+from tagger.inference.runtime import onnx_available
 from tagger_proto.v1 import tagger_pb2 as pb
 
 from .conftest import running_server
@@ -57,7 +57,7 @@ def test_scores_are_zero_unless_asked_and_tasks_filter(client):
 def test_scores_are_probabilities_and_only_where_asked_within_a_shared_batch(client, shared_data):
     """A stream's documents share micro-batches; half ask for scores. Those get the CRF
     marginals (in [0, 1], the served models' labels), the others zeros."""
-    from tagger.readers import read_conllu
+    from tagger.data.readers import read_conllu
 
     texts = [s.text for s in read_conllu(shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu", None)][:400]
     requests = (make_request(text=t, request_id=str(i), scores=i % 2 == 0) for i, t in enumerate(texts))
@@ -259,10 +259,11 @@ def test_draining_reports_not_serving_then_refuses(loop_thread, models_dir):
 
 def test_a_request_is_one_document_for_document_context(loop_thread, models_dir, tmp_path, shared_data):
     """A model with document context reads a request's sentences together; ListModels says so."""
-    from tagger.artifact import load_model, save_model
-    from tagger.corpus import document_ids
-    from tagger.predict import predict
-    from tagger.readers import load_corpus
+    from tagger.data.corpus import document_ids
+    from tagger.data.readers import load_corpus
+    from tagger.inference.predict import predict
+    from tagger.model.artifact import save_model
+    from tagger.model.directory import load_model
 
     model = load_model(models_dir / "ner")
     model.config = model.config.with_context(weight=1.0)

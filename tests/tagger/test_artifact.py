@@ -15,13 +15,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tagger.artifact import ArtifactError, Model, build_model, load_model, save_model
-from tagger.batching import Example
+from tagger.model.artifact import ArtifactError, Model, build_model, save_model
+
 from tagger.config import TaggerConfig, TaskConfig
-from tagger.crf import CRF
-from tagger.readers import read_conllu
-from tagger.schemes import labels_for
-from tagger.vocab import Vocab
+from tagger.data.batching import Example
+from tagger.data.readers import read_conllu
+from tagger.data.schemes import labels_for
+from tagger.data.vocab import Vocab
+from tagger.model.crf import CRF
+from tagger.model.directory import load_model
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EWT_DEV = DATA / "ud-english-ewt" / "en_ewt-ud-dev.conllu"

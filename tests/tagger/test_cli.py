@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tagger.cli import app
-from tagger.readers import load_corpus
-from tagger.schemes import convert, entity_types
+from tagger.data.readers import load_corpus
+from tagger.data.schemes import convert, entity_types
 
 runner = CliRunner()
 FAST = ["--epochs", "1", "--quiet", "--set", "model.encoder.hidden=32", "--set", "model.word_dim=32",
@@ -113,7 +113,7 @@ def test_tag_conllu_input_keeps_tokens(tiny_pos_model, tmp_path, shared_data, ou
     result = run("tag", "--model", tiny_pos_model, "--input", source, "--input-format", "conllu",
                  "--output", out, "--output-format", output_format)
     assert result.exit_code == 0, result.output
-    from tagger.readers import read_columns, read_conllu
+    from tagger.data.readers import read_columns, read_conllu
     gold = list(read_conllu(source))
     tagged = list(read_conllu(out)) if output_format == "conllu" else list(read_columns(out))
     assert [s.tokens for s in tagged] == [s.tokens for s in gold]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tagger.corpus import CorpusError
-from tagger.readers import ColumnLayout, detect_layout, read_columns
+from tagger.data.corpus import CorpusError
+from tagger.data.readers import ColumnLayout, detect_layout, read_columns
 
 CONLL2003 = """-DOCSTART- -X- -X- O
 

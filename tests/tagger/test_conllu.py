@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tagger.corpus import CorpusError
-from tagger.readers import read_conllu
+from tagger.data.corpus import CorpusError
+from tagger.data.readers import read_conllu
 
 CONLLU = """# newdoc id = d1
 # sent_id = s1

@@ -10,18 +10,19 @@ import torch
 from typer.testing import CliRunner
 
 from tagger import Tagger
-from tagger.artifact import ArtifactError, load_model, save_model
-from tagger.batching import Example
-from tagger.card import render_card
 from tagger.cli import app
 from tagger.config import ConfigError, ContextConfig, load_config
-from tagger.context import pool_emissions
-from tagger.corpus import document_ids
-from tagger.ensemble import Ensemble, save_ensemble
-from tagger.predict import predict
-from tagger.readers import load_corpus
-from tagger.readers.documents import group_documents
-from tagger.runtime import OnnxEncoder, onnx_available
+from tagger.data.batching import Example
+from tagger.data.corpus import document_ids
+from tagger.data.readers import load_corpus
+from tagger.data.readers.documents import group_documents
+from tagger.inference.context import pool_emissions
+from tagger.inference.predict import predict
+from tagger.inference.runtime import OnnxEncoder, onnx_available
+from tagger.model.artifact import ArtifactError, save_model
+from tagger.model.directory import load_model
+from tagger.model.ensemble import Ensemble, save_ensemble
+from tagger.training.card import render_card
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,8 +13,8 @@ import itertools
 import pytest
 import torch
 
-from tagger.crf import CRF, SoftmaxDecoder
-from tagger.schemes import allowed_transitions, labels_for
+from tagger.data.schemes import allowed_transitions, labels_for
+from tagger.model.crf import CRF, SoftmaxDecoder
 
 SEEDS = range(8)
 # (number of tags, lengths of the rows of one batch): single tokens, full rows, padding,
@@ -358,7 +358,7 @@ def test_marginals_fall_back_to_log_space_when_probabilities_underflow():
     """Tag 0 may not follow itself; the second token's emissions make tag 0 1000 nats likelier
     than the others, so after the first token (all mass on tag 0) every allowed next tag has
     probability exp(-1000): 0 in float64. The log-space recursion still gets it right."""
-    from tagger.crf import forward_backward
+    from tagger.model.crf import forward_backward
 
     num_tags = 3
     trans_ok = [[j != 0 or i != 0 for j in range(num_tags)] for i in range(num_tags)]

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from tagger.artifact import load_model
-from tagger.batching import Example
 from tagger.cli import app
 from tagger.config import ContextConfig, DistillConfig, TaggerConfig, TaskConfig
-from tagger.distill import DistillError, TeacherCache, assign_tasks, distill, distillation_objective, fingerprint, label_examples
-from tagger.ensemble import save_ensemble
-from tagger.predict import predict
+from tagger.data.batching import Example
+from tagger.inference.predict import predict
+from tagger.model.directory import load_model
+from tagger.model.ensemble import save_ensemble
+from tagger.training.distill import DistillError, TeacherCache, assign_tasks, distill, distillation_objective, fingerprint, label_examples
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tagger.artifact import load_model
-from tagger.distributed import Context, shard
-from tagger.train import evaluate_model
-from tagger.batching import Example
-from tagger.readers import read_conllu
+from tagger.data.batching import Example
+from tagger.data.readers import read_conllu
+from tagger.model.directory import load_model
+from tagger.training.distributed import Context, shard
+from tagger.training.train import evaluate_model
 
 
 def test_shard_gives_every_rank_the_same_number_of_distinct_items():

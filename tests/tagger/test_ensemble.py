@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from tagger import Tagger
-from tagger.artifact import ArtifactError, load_model, save_model, weight_files
-from tagger.batching import Example
-from tagger.card import render_card
 from tagger.cli import app
 from tagger.config import TaggerConfig, TaskConfig
-from tagger.crf import viterbi
-from tagger.ensemble import Ensemble, restrict, save_ensemble
-from tagger.predict import predict
-from tagger.runtime import OnnxEncoder, onnx_available
-from tagger.train import train
+from tagger.data.batching import Example
+from tagger.inference.predict import predict
+from tagger.inference.runtime import OnnxEncoder, onnx_available
+from tagger.model.artifact import ArtifactError, save_model
+from tagger.model.crf import viterbi
+from tagger.model.directory import load_model, weight_files
+from tagger.model.ensemble import Ensemble, restrict, save_ensemble
+from tagger.training.card import render_card
+from tagger.training.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -188,7 +189,7 @@ def test_training_from_an_ensemble_is_refused(members, uner_sentences, tmp_path)
 
 
 def test_the_card_lists_members_and_scores(members, tmp_path, uner_sentences):
-    from tagger.train import evaluate_model
+    from tagger.training.train import evaluate_model
 
     dev = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:100]]
     save_ensemble(members, tmp_path / "ens", metrics=[{"dev": evaluate_model(m, dev), "best_epoch": 3,
@@ -226,7 +227,7 @@ def test_members_side_by_side_tag_as_one_after_another(members, dev_sentences, m
     with more they run in turn. Same labels, same scores."""
     import threading
 
-    from tagger import predict as predict_module
+    from tagger.inference import predict as predict_module
 
     ensemble = Ensemble(members)
     threads = set()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tagger.config import CorpusFormat
-from tagger.corpus import CorpusError
-from tagger.readers import detect_format, load_corpus, read_sentences
+from tagger.data.corpus import CorpusError
+from tagger.data.readers import detect_format, load_corpus, read_sentences
 
 CONLL2003 = """-DOCSTART- -X- -X- O
 

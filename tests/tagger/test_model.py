@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tagger.batching import Example, Featurizer, bucketed
 from tagger.config import ModelConfig, TaskConfig
-from tagger.crf import CRF, SoftmaxDecoder
-from tagger.model import SequenceTagger
-from tagger.runtime import OnnxEncoder, onnx_available
-from tagger.readers import read_conllu
-from tagger.schemes import convert, labels_for
-from tagger.vocab import Vocab
+from tagger.data.batching import Example, Featurizer, bucketed
+from tagger.data.readers import read_conllu
+from tagger.data.schemes import convert, labels_for
+from tagger.data.vocab import Vocab
+from tagger.inference.runtime import OnnxEncoder, onnx_available
+from tagger.model.crf import CRF, SoftmaxDecoder
+from tagger.model.network import SequenceTagger
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 EWT_DEV = DATA / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
@@ -380,7 +380,7 @@ def test_bucketed_fills_batches():
     ("A4", "upper"), ("#1", "has_digit"), ("b2b", "lower"), (",", "other"), ("--", "other"), ("😀", "other"),
 ])
 def test_casing_classes(token, expected):
-    from tagger.batching import CASINGS, casing
+    from tagger.data.batching import CASINGS, casing
 
     assert CASINGS[casing(token)] == expected
 

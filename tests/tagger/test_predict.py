@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tagger import Tagger
-from tagger.predict import predict
-from tagger.schemes import spans
+from tagger.data.schemes import spans
+from tagger.inference.predict import predict
 
 SAMPLES = [
     "",
@@ -132,7 +132,7 @@ def test_one_tokenization_serves_several_calls(pos_tagger):
 
 
 def test_backends_auto_falls_back_to_torch_and_onnx_does_not(pos_tagger, monkeypatch):
-    import tagger.predict as predict_module
+    import tagger.inference.predict as predict_module
 
     with pytest.raises(ValueError, match="unknown backend 'gpu'"):
         Tagger(pos_tagger.model, backend="gpu")

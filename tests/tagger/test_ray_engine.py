@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tagger.cli import app
-from tagger.corpus import CorpusError
-from tagger.ray_engine import RayEngineError, input_files, read_shards, split_documents
-from tagger.readers import read_conllu
+from tagger.data.corpus import CorpusError
+from tagger.data.readers import read_conllu
+from tagger.engines.ray_engine import RayEngineError, input_files, read_shards, split_documents
 
 pytest.importorskip("ray")
 TAGGER = Path(sys.executable).parent / "tagger"

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tagger.config import CorpusFormat
-from tagger.corpus import CorpusError
-from tagger.readers import load_corpus, read_sentences
-from tagger.readers.conllu import read_conllu
-from tagger.readers.documents import read_documents
+from tagger.data.corpus import CorpusError
+from tagger.data.readers import load_corpus, read_sentences
+from tagger.data.readers.conllu import read_conllu
+from tagger.data.readers.documents import read_documents
 
 CONLLU_LINE = st.one_of(
     st.just(""), st.just("# sent_id = x"), st.just("# text = Hi ."),

@@ -8,11 +8,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tagger.batching import Example
 from tagger.cli import app
 from tagger.config import TaggerConfig, TaskConfig
-from tagger.readers import load_corpus
-from tagger.recipes import choose, fit, profile, recipes
+from tagger.data.batching import Example
+from tagger.data.readers import load_corpus
+from tagger.training.recipes import choose, fit, profile, recipes
 
 
 def examples(path, task):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagger.schemes import (SCHEMES, SchemeError, Span, allowed_transitions, check_labels, convert, detect_scheme,
+from tagger.data.schemes import (SCHEMES, SchemeError, Span, allowed_transitions, check_labels, convert, detect_scheme,
                             entity_types, from_spans, is_span_label, labels_for, normalise_scheme, spans, split_label)
 
 PREFIXES = {"iob1": "BI", "iob2": "BI", "iobes": "BIES", "bilou": "BILU"}

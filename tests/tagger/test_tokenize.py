@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tagger.tokenize import Tokenizer
+from tagger.data.tokenize import Tokenizer
 
 
 def test_offsets_slice_back_to_every_token(ewt_sentences):

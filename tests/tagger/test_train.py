@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from tagger.artifact import load_model
-from tagger.batching import Example
 from tagger.config import TaggerConfig, TaskConfig
-from tagger.predict import predict
-from tagger.train import CHECKPOINT, CURVE, train
+from tagger.data.batching import Example
+from tagger.inference.predict import predict
+from tagger.model.directory import load_model
+from tagger.training.train import CHECKPOINT, CURVE, train
 
 
 def small_config(epochs: int = 2, **train_overrides) -> TaggerConfig:
@@ -131,11 +131,59 @@ def test_training_from_a_base_model(pos_examples, tmp_path):
               base=first.model)
 
 
+def test_init_from_starts_new_labels_on_a_trained_encoder(pos_examples, uner_sentences, tmp_path):
+    from tagger.model.artifact import build_model
+    from tagger.training.train import build_vocabularies, transfer, with_architecture
+
+    train_part, dev_part = pos_examples
+    source = train(small_config(epochs=1), train_part, dev_part[:30], tmp_path / "pos", progress=False).model
+    ner = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["train"][:80]]
+    config = small_config(epochs=1)
+    config.model.tasks = [TaskConfig(name="ner", kind="span"), TaskConfig(name="upos", kind="tag")]
+    config.model.encoder.hidden = 48  # replaced: the weights only fit the init model's architecture
+    config.model.dropout = 0.3  # kept: training settings stay this config's
+    config = with_architecture(config, source)
+    assert config.model.encoder == source.config.model.encoder and config.model.char == source.config.model.char
+    assert config.model.dropout == 0.3 and [t.name for t in config.model.tasks] == ["ner", "upos"]
+
+    # a POS corpus with one label fewer than the source's: upos's head must not be copied
+    mixed = ner + [Example(e.tokens, {"upos": e.labels["upos"]}) for e in train_part if "X" not in e.labels["upos"]]
+    words, chars, labels, _, _ = build_vocabularies(config, mixed)
+    target = build_model(config, words, chars, labels)
+    fresh = {k: v.clone() for k, v in target.network.state_dict().items()}
+    copied = transfer(source, target)
+    src, dst = source.network.state_dict(), target.network.state_dict()
+    for name in src:
+        if name.startswith(("encoder.", "chars.conv")):
+            assert torch.equal(dst[name], src[name]), name
+    shared = [w for w in words.items if w in source.featurizer.words.index]
+    assert copied["words"] == len(shared) > 100 and copied["chars"] > 20
+    for word in shared[:50]:
+        assert torch.equal(dst["word_embed.weight"][words.index[word]],
+                           src["word_embed.weight"][source.featurizer.words.index[word]]), word
+    assert labels["upos"].items != source.featurizer.labels["upos"].items
+    assert all(torch.equal(dst[k], fresh[k]) for k in dst if k.startswith(("heads.", "decoders.")))
+
+    config.train.init_from = str(tmp_path / "pos")  # the whole route: train() loads it and starts from it
+    config.model.tasks = [TaskConfig(name="ner", kind="span")]
+    result = train(config, ner, [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:30]],
+                   tmp_path / "ner", progress=False)
+    saved = json.loads((tmp_path / "ner" / "config.json").read_text())
+    assert saved["model"]["encoder"]["hidden"] == source.config.model.encoder.hidden
+    assert saved["train"]["init_from"] == str(tmp_path / "pos")
+    assert result.model.tasks == ["ner"]
+    with pytest.raises(ValueError, match="not both"):
+        train(config, ner, ner, tmp_path / "both", progress=False, base=source)
+    config.train.init_from = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="missing: not a model directory"):
+        train(config, ner, ner, tmp_path / "none", progress=False)
+
+
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_whole(pos_examples, tmp_path, monkeypatch):
     import errno
 
-    import tagger.train as training
-    from tagger import writers
+    import tagger.training.train as training
+    from tagger.data import writers
 
     train_part, dev_part = pos_examples
     train_part, dev_part = train_part[:120], dev_part[:30]

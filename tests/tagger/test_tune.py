@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tagger.artifact import load_model
 from tagger.cli import app
 from tagger.config import ConfigError
-from tagger.tune import load_space
+from tagger.model.directory import load_model
+from tagger.training.tune import load_space
 
 SMALL = ["--set", "model.encoder.hidden=32", "--set", "model.word_dim=32", "--set", "model.char.hidden=16",
          "--set", "train.batch_size=16", "--quiet"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tagger.batching import Example
 from tagger.config import TaggerConfig, TaskConfig
-from tagger.train import build_vocabularies
-from tagger.vectors import VectorsError, load_vectors
+from tagger.data.batching import Example
+from tagger.data.vectors import VectorsError, load_vectors
+from tagger.training.train import build_vocabularies
 
 GLOVE = "the 0.1 0.2 0.3\n, -0.5 0.25 1\nparis 1.5 -2 0.75\n"
 
@@ -77,7 +77,7 @@ def test_vocabulary_keeps_training_words_plus_top_vectors(tmp_path):
 def test_frozen_vectors_stay_fixed_while_other_rows_learn(tmp_path, ewt_sentences):
     import torch
 
-    from tagger.train import train
+    from tagger.training.train import train
 
     path = tmp_path / "glove.txt"
     path.write_text("the 0.1 0.2 0.3\n. -0.5 0.25 1\nof 1.5 -2 0.75\n")

@@ -9,9 +9,9 @@ import os
 
 import pytest
 
-from tagger.corpus import Sentence
-from tagger.readers import read_columns, read_conllu
-from tagger.writers import (atomic_output, atomic_write_bytes, atomic_write_text, write_columns, write_conllu,
+from tagger.data.corpus import Sentence
+from tagger.data.readers import read_columns, read_conllu
+from tagger.data.writers import (atomic_output, atomic_write_bytes, atomic_write_text, write_columns, write_conllu,
                             write_jsonl)
 
 

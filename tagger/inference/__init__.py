@@ -1,0 +1,6 @@
+"""Inference: tagging with a trained model.
+
+``predict`` is batched prediction and the :class:`~tagger.inference.predict.Tagger` facade the
+service uses; ``context`` is document context at decoding; ``runtime`` the ONNX Runtime
+backend; ``output`` and ``tagfiles`` write tagged documents and run ``tagger tag``'s file job.
+"""

@@ -1,0 +1,438 @@
+"""Training policy: vocabularies, optimiser, schedule, early stopping, checkpoints, resume.
+
+The output directory always holds the best model so far (a loadable model directory), a
+``checkpoint/`` to resume from while training runs, and at the end ``metrics.json`` and
+``training-curve.png``. Checkpoints are safetensors plus JSON: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save
+from tqdm import tqdm
+
+from tagger.config import TaggerConfig
+from tagger.data.batching import Example, bucketed
+from tagger.data.schemes import entity_types, labels_for
+from tagger.data.vectors import load_vectors
+from tagger.data.vocab import Vocab
+from tagger.data.writers import atomic_write_bytes, atomic_write_text
+from tagger.inference.predict import predict
+from tagger.model.artifact import METRICS, Model, build_model, save_model
+from tagger.model.directory import load_model
+from tagger.training import distributed
+from tagger.training.card import write_card
+from tagger.training.metrics import evaluate_labels, main_score
+from tagger.training.plots import confusion_matrix, training_curve
+
+CHECKPOINT = "checkpoint"
+STEP_EVERY = 20  # batches between on_step calls
+CURVE = "training-curve.png"
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
+                       ) -> tuple[Vocab, Vocab, dict[str, Vocab], np.ndarray | None, np.ndarray | None]:
+    """Word, character and label vocabularies from the training data, plus the pretrained
+    rows for the word vocabulary and which rows came from the vectors (both None without vectors).
+
+    With vectors, the word vocabulary is the training words plus the ``max_vectors`` most
+    frequent pretrained words, so the model stays small yet knows common unseen words.
+    """
+    mc = config.model
+    key = (lambda t: t.lower()) if mc.lowercase else (lambda t: t)
+    counts = Counter(key(t) for e in train for t in e.tokens)
+    char_counts = Counter(c for e in train for t in e.tokens for c in t)
+    labels: dict[str, Vocab] = {}
+    for task in mc.tasks:
+        seen = [label for e in train if task.name in e.labels for label in e.labels[task.name]]
+        if task.kind == "span":
+            labels[task.name] = Vocab(labels_for(entity_types(seen), task.encoding), specials=False)
+        else:
+            labels[task.name] = Vocab(sorted(set(seen)), specials=False)
+    if not mc.vectors:
+        return Vocab.build(counts, mc.min_count), Vocab.build(char_counts), labels, None, None
+    vector_words, matrix = load_vectors(mc.vectors)
+    row_of = {w: i for i, w in enumerate(vector_words)}
+    extra = [w for w in vector_words[: mc.max_vectors]]
+    words = Vocab.build(counts, mc.min_count, extra)
+    rng = np.random.default_rng(config.train.seed)
+    table = rng.normal(0, float(matrix.std()), size=(len(words), matrix.shape[1])).astype(np.float32)
+    table[0] = 0
+    pretrained = np.zeros(len(words), dtype=bool)
+    for i, word in enumerate(words.items):
+        row = row_of.get(word)
+        if row is not None:
+            table[i] = matrix[row]
+            pretrained[i] = True
+    return words, Vocab.build(char_counts), labels, table, pretrained
+
+
+ARCHITECTURE = {"word_dim", "lowercase", "vectors", "max_vectors", "casing_dim", "char", "encoder"}
+
+
+def with_architecture(config: TaggerConfig, init: Model) -> TaggerConfig:
+    """``config`` with ``init``'s architecture (embeddings, characters, encoder), so that its
+    weights fit; the tasks, dropouts and training settings stay ``config``'s."""
+    if len(init.members) > 1:
+        raise ValueError("cannot start from an ensemble; start from one of its members (a member-N subdirectory)")
+    model = {**config.model.model_dump(), **init.config.model.model_dump(include=ARCHITECTURE)}
+    return config.model_copy(update={"model": type(config.model).model_validate(model)})
+
+
+def transfer(source: Model, target: Model) -> dict[str, int]:
+    """Copy into ``target`` what ``source`` learned where both have it: the rows of the words and
+    characters both vocabularies hold, every other tensor of the same name and shape (character
+    encoder, sentence encoder), and the head and decoder of each task whose label list is the
+    same in both. Returns how many word rows, character rows and tensors were copied."""
+    src, dst = source.network.state_dict(), target.network.state_dict()
+    sf, tf = source.featurizer, target.featurizer
+    same_labels = {t for t in tf.labels if t in sf.labels and sf.labels[t].items == tf.labels[t].items}
+    counts = {"words": 0, "chars": 0, "tensors": 0}
+    for key, old, new in (("words", sf.words, tf.words), ("chars", sf.chars, tf.chars)):
+        name = "word_embed.weight" if key == "words" else "chars.embed.weight"
+        pairs = [(i, old.index[item]) for i, item in enumerate(new.items) if item in old.index]
+        if pairs and src[name].shape[1] == dst[name].shape[1]:
+            rows, source_rows = map(list, zip(*pairs))
+            dst[name][rows] = src[name][source_rows].to(dst[name].dtype)
+            counts[key] = len(pairs)
+    for name, tensor in dst.items():
+        if name in ("word_embed.weight", "chars.embed.weight") or name not in src or src[name].shape != tensor.shape:
+            continue
+        room, _, rest = name.partition(".")
+        if room in ("heads", "decoders") and rest.split(".")[0] not in same_labels:
+            continue
+        tensor.copy_(src[name].to(tensor.dtype))
+        counts["tensors"] += 1
+    target.network.load_state_dict(dst)
+    return counts
+
+
+def evaluate_model(model: Model, data: Sequence[Example]) -> dict[str, dict[str, Any]]:
+    """Per-task reports on labelled examples (each task on the examples that carry it),
+    with the examples' documents for a model with document context."""
+    documents = [e.document if e.document is not None else -1 - i for i, e in enumerate(data)]  # unknown: alone
+    predictions = predict(model, [e.tokens for e in data], scores=False, documents=documents)
+    reports = {}
+    for task in model.config.model.tasks:
+        rows = [(e.labels[task.name], p[task.name].labels) for e, p in zip(data, predictions) if task.name in e.labels]
+        if rows:
+            reports[task.name] = evaluate_labels([g for g, _ in rows], [p for _, p in rows], task.kind)
+    return reports
+
+
+def dev_score(model: Model, reports: Mapping[str, Mapping[str, Any]]) -> float:
+    """Mean over tasks of the task's main score (F1 for span tasks, accuracy for tag tasks)."""
+    kinds = {t.name: t.kind for t in model.config.model.tasks}
+    return sum(main_score(r, kinds[t]) for t, r in reports.items()) / max(len(reports), 1)
+
+
+class Teacher(Protocol):
+    """What a student trains from besides gold labels (:class:`tagger.training.distill.TeacherCache`)."""
+
+    def labels(self) -> dict[str, Vocab]: ...
+
+    def batch(self, indices: Sequence[int], width: int) -> dict[str, Any]: ...
+
+    def loss(self, network: torch.nn.Module, emissions: Mapping[str, torch.Tensor], mask: torch.Tensor,
+             tags: Mapping[str, torch.Tensor], has_tags: Mapping[str, torch.Tensor], soft: Any) -> torch.Tensor: ...
+
+
+class _Objective(torch.nn.Module):
+    """The network's training loss as one module call, so DistributedDataParallel sees the
+    CRF's parameters used in the same forward as the encoder's. With a teacher, the loss
+    is the teacher's (distillation); ``soft`` is its batch."""
+
+    def __init__(self, network: torch.nn.Module, teacher: Teacher | None = None):
+        super().__init__()
+        self.network, self.teacher = network, teacher
+
+    def forward(self, words, chars, char_index, mask, casing, tags, has_tags, soft=None):
+        emissions = self.network(words, chars, char_index, mask, casing)
+        if self.teacher is None:
+            return self.network.loss(emissions, tags, has_tags, mask)
+        return self.teacher.loss(self.network, emissions, mask, tags, has_tags, soft)
+
+
+def train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: str | Path,
+          resume: bool = False, progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          on_step: Callable[[dict[str, Any]], None] | None = None, base: Model | None = None) -> TrainResult:
+    """Train, keeping the best model (by dev score) in ``output``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this is data-parallel: see :mod:`tagger.training.distributed`.
+    Every rank returns the same best model.
+
+    Args:
+        config: the full config; ``config.model.tasks`` names the heads.
+        train_data, dev_data: examples with labels per task (IOB2 for span tasks).
+        output: the model directory to write.
+        resume: continue from ``output/checkpoint`` if it exists.
+        progress: show a progress bar.
+        on_epoch: called with each epoch's record (epoch, loss, dev, lr, seconds).
+        on_step: called every few batches with epoch, step, steps and the mean loss so far.
+        base: a trained model to start from: its architecture, vocabularies, labels and
+            weights are kept (``config.model`` is ignored); every training label must be one
+            it knows.
+    """
+    context = distributed.setup()
+    try:
+        return _train(config, train_data, dev_data, Path(output), resume, progress, on_epoch, on_step, base, context)
+    finally:
+        distributed.teardown(context)
+
+
+def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence[Example], output: Path,
+           resume: bool, progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
+           on_step: Callable[[dict[str, Any]], None] | None, base: Model | None,
+           context: distributed.Context, teacher: Teacher | None = None) -> TrainResult:
+    """:func:`train`'s loop; with ``teacher``, a distillation (:func:`tagger.training.distill.distill`):
+    the label lists are the teacher's and each batch's loss comes from it."""
+    tc = config.train
+    main = context.is_main
+    progress = progress and main
+    on_epoch, on_step = (on_epoch, on_step) if main else (None, None)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    seed_everything(tc.seed)
+    if tc.max_sentences:
+        train_data = train_data[: tc.max_sentences]
+    init = load_model(tc.init_from) if tc.init_from else None
+    if init is not None and base is not None:
+        raise ValueError("give a base model or train.init_from, not both: a base keeps its labels, "
+                         "init_from starts this corpus's labels on its encoder")
+    if init is not None:
+        config = with_architecture(config, init)
+    if base is not None and len(base.members) > 1:
+        raise ValueError("cannot train from an ensemble; start from one of its members (a member-N subdirectory)")
+    if base is not None:
+        config = config.model_copy(update={"model": base.config.model.model_copy(deep=True)})
+        _check_labels(base, train_data)
+        words, chars, labels = base.featurizer.words, base.featurizer.chars, base.featurizer.labels
+        table = pretrained = None
+    else:
+        words, chars, labels, table, pretrained = build_vocabularies(config, train_data)
+        if teacher is not None:
+            labels = teacher.labels()
+    if table is not None:
+        config = config.model_copy(deep=True)
+        config.model.word_dim = table.shape[1]
+    model = build_model(config, words, chars, labels)
+    network = model.network
+    if base is not None:
+        network.load_state_dict(base.network.state_dict())
+    if table is not None:
+        network.word_embed.weight.data.copy_(torch.from_numpy(table))
+        if config.model.freeze_vectors:  # pretrained rows get no gradient; the others learn
+            trainable = torch.from_numpy(~pretrained).unsqueeze(1).float()  # (V, 1)
+            network.word_embed.weight.register_hook(lambda grad: grad * trainable)
+    if init is not None:
+        copied = transfer(init, model)
+        if main:
+            print(f"init from {tc.init_from}: {copied['words']:,} word rows, {copied['chars']:,} character rows "
+                  f"and {copied['tensors']} tensors copied", file=sys.stderr)
+    objective: torch.nn.Module = _Objective(network, teacher)
+    if context.enabled:  # the same initial weights everywhere (DDP broadcasts rank 0's); own dropout per rank
+        objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=len(config.model.tasks) > 1)
+        torch.manual_seed(tc.seed + context.rank)
+    optimizer = _optimizer(config, network)
+    steps_per_epoch = math.ceil(len(train_data) / tc.batch_size / context.world_size)
+    scheduler = _scheduler(config, optimizer, steps_per_epoch)
+    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "history": [], "seconds": 0.0}
+    checkpoint = output / CHECKPOINT
+    if main:
+        _recover_checkpoint(checkpoint)
+    distributed.barrier(context)
+    if resume and (checkpoint / "state.json").exists():
+        state = _load_checkpoint(checkpoint, network, optimizer, scheduler)
+    lengths = [len(e.tokens) for e in train_data]
+    for epoch in range(state["epoch"] + 1, tc.epochs + 1):
+        if epoch - state["best_epoch"] > tc.patience and state["best_epoch"]:
+            break
+        started = time.perf_counter()
+        network.train()
+        batches = distributed.shard(list(bucketed(lengths, tc.batch_size, random.Random(tc.seed * 1000 + epoch))), context)
+        # the bar on a terminal only: a log file (a job log, CI, nohup) gets the line per epoch below
+        bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress or not sys.stderr.isatty(),
+                   unit="batch", leave=False)
+        total, seen = 0.0, 0
+        for step, indices in enumerate(bar, start=1):
+            batch = model.featurizer.batch([train_data[i] for i in indices])
+            if config.model.word_dropout:
+                drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
+                batch.words = batch.words.masked_fill(drop, 1)  # 1 = unknown word
+            soft = teacher.batch(indices, batch.mask.size(1)) if teacher is not None else None
+            loss = objective(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing,
+                             batch.tags, batch.has_tags, soft)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), tc.clip)
+            optimizer.step()
+            if config.train.schedule == "linear":
+                scheduler.step()
+            total, seen = total + float(loss.detach()) * len(indices), seen + len(indices)
+            bar.set_postfix(loss=f"{total / seen:.3f}", dev=f"{state['best']:.4f}")
+            if on_step and (step % STEP_EVERY == 0 or step == len(batches)):
+                on_step({"epoch": epoch, "step": step, "steps": len(batches), "loss": total / seen})
+        bar.close()
+        reports = evaluate_model(model, dev_data) if main else {}
+        score = distributed.broadcast(dev_score(model, reports) if main else 0.0, context)
+        if config.train.schedule == "plateau":
+            scheduler.step(score)
+        seconds = time.perf_counter() - started
+        state["seconds"] += seconds
+        record = {"epoch": epoch, "loss": distributed.mean(total / max(seen, 1), context), "dev": score,
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2)}
+        state["history"].append(record)
+        if score > state["best"]:
+            state["best"], state["best_epoch"] = score, epoch
+            if main:
+                save_model(model, output, metrics={"dev": reports, "epoch": epoch, "partial": True})
+        state["epoch"] = epoch
+        if main:
+            _save_checkpoint(checkpoint, network, optimizer, scheduler, state)
+        distributed.barrier(context)  # every rank resumes from the same checkpoint
+        if progress:
+            tqdm.write(f"epoch {epoch}: loss {record['loss']:.4f}  dev {score:.4f}  "
+                       f"best {state['best']:.4f} (epoch {state['best_epoch']})  {seconds:.0f}s")
+        if on_epoch:
+            on_epoch(record)
+    if not main:
+        distributed.barrier(context)  # rank 0 writes the metrics and the card
+        return TrainResult(load_model(output), json.loads((output / METRICS).read_text()))
+    best = load_model(output)  # the best epoch's weights, exactly as saved
+    dev_reports = evaluate_model(best, dev_data)
+    metrics = {
+        "dev": dev_reports,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "train_sentences": len(train_data),
+        "train_tokens": sum(lengths),
+        "processes": context.world_size,
+        "train_seconds": round(state["seconds"], 1),
+        "history": state["history"],
+    }
+    atomic_write_text(output / METRICS, json.dumps(metrics, indent=2))
+    kinds = {t.name: t.kind for t in config.model.tasks}
+    training_curve(state["history"], output / CURVE,
+                   "F1" if set(kinds.values()) == {"span"} else "accuracy" if set(kinds.values()) == {"tag"} else "score")
+    for task, report in dev_reports.items():
+        if kinds[task] == "tag":
+            confusion_matrix(report["confusion"], output / f"confusion-{task}.png", f"{task} on dev")
+    write_card(output)
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    distributed.barrier(context)
+    return TrainResult(best, metrics)
+
+
+def _check_labels(base: Model, data: Sequence[Example]) -> None:
+    for task in base.config.model.tasks:
+        known = set(base.featurizer.labels[task.name].items)
+        seen = {label for e in data if task.name in e.labels
+                for label in base.featurizer.encode_labels(task.name, e.labels[task.name])}
+        if seen - known:
+            raise ValueError(f"the base model's {task.name} task has no label {', '.join(sorted(seen - known))}; "
+                             "train a new model instead")
+    missing = {t for e in data for t in e.labels} - {t.name for t in base.config.model.tasks}
+    if missing:
+        raise ValueError(f"the base model has no task {', '.join(sorted(missing))}")
+
+
+def _optimizer(config: TaggerConfig, network: torch.nn.Module) -> torch.optim.Optimizer:
+    tc = config.train
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(network.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+    return torch.optim.Adam(network.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _scheduler(config: TaggerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    tc = config.train
+    if tc.schedule == "linear":
+        total = max(tc.epochs * steps_per_epoch, 1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total))
+    if tc.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _save_checkpoint(directory: Path, network, optimizer, scheduler, state: dict[str, Any]) -> None:
+    """Weights, optimiser tensors and RNG state as safetensors; everything else as JSON.
+
+    Both files are written into a new directory that then replaces the old one, so a failed
+    write (a full disk) keeps the previous checkpoint whole and leaves nothing partial.
+    """
+    tensors = {f"model.{k}": v.contiguous() for k, v in network.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    for index, values in opt_state["state"].items():
+        for key, value in values.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    scheduler_state = {k: v for k, v in scheduler.state_dict().items() if k not in ("lr_lambdas", "_get_lr_called_within_step")}
+    meta = {**state, "param_groups": opt_state["param_groups"], "scheduler": scheduler_state}
+    staging, previous = _sibling(directory, "new"), _sibling(directory, "old")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        atomic_write_bytes(staging / "state.safetensors", save(tensors))
+        atomic_write_text(staging / "state.json", json.dumps(meta, default=float))
+        shutil.rmtree(previous, ignore_errors=True)
+        if directory.exists():
+            directory.rename(previous)
+        staging.rename(directory)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        kept = "the previous checkpoint is kept" if (directory / "state.json").exists() or previous.exists() else "no checkpoint yet"
+        raise OSError(error.errno, f"cannot write the checkpoint in {directory.parent} ({error.strerror or error}); {kept}") from error
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _sibling(directory: Path, suffix: str) -> Path:
+    return directory.with_name(f"{directory.name}.{suffix}")
+
+
+def _recover_checkpoint(directory: Path) -> None:
+    """Undo a checkpoint swap that a crash interrupted: keep the complete one, drop the rest."""
+    previous = _sibling(directory, "old")
+    if not (directory / "state.json").exists() and (previous / "state.json").exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        previous.rename(directory)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(_sibling(directory, "new"), ignore_errors=True)
+
+
+def _load_checkpoint(directory: Path, network, optimizer, scheduler) -> dict[str, Any]:
+    meta = json.loads((directory / "state.json").read_text())
+    tensors = load_file(str(directory / "state.safetensors"))
+    network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            per_param.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": meta.pop("param_groups")})
+    scheduler.load_state_dict({**scheduler.state_dict(), **meta.pop("scheduler")})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
