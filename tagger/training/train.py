@@ -55,13 +55,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
+def build_vocabularies(config: TaggerConfig, train: Sequence[Example], extra_words: Sequence[str] = ()
                        ) -> tuple[Vocab, Vocab, dict[str, Vocab], np.ndarray | None, np.ndarray | None]:
     """Word, character and label vocabularies from the training data, plus the pretrained
     rows for the word vocabulary and which rows came from the vectors (both None without vectors).
 
     With vectors, the word vocabulary is the training words plus the ``max_vectors`` most
-    frequent pretrained words, so the model stays small yet knows common unseen words.
+    frequent pretrained words, so the model stays small yet knows common unseen words;
+    ``extra_words`` (an init model's vocabulary) are kept the same way.
     """
     mc = config.model
     key = (lambda t: t.lower()) if mc.lowercase else (lambda t: t)
@@ -75,7 +76,7 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
         else:
             labels[task.name] = Vocab(sorted(set(seen)), specials=False)
     if not mc.vectors:
-        return Vocab.build(counts, mc.min_count), Vocab.build(char_counts), labels, None, None
+        return Vocab.build(counts, mc.min_count, extra_words), Vocab.build(char_counts), labels, None, None
     vector_words, matrix = load_vectors(mc.vectors)
     row_of = {w: i for i, w in enumerate(vector_words)}
     extra = [w for w in vector_words[: mc.max_vectors]]
@@ -92,15 +93,16 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example]
     return words, Vocab.build(char_counts), labels, table, pretrained
 
 
-ARCHITECTURE = {"word_dim", "lowercase", "vectors", "max_vectors", "casing_dim", "char", "encoder"}
+ARCHITECTURE = {"word_dim", "lowercase", "casing_dim", "char", "encoder"}
 
 
 def with_architecture(config: TaggerConfig, init: Model) -> TaggerConfig:
     """``config`` with ``init``'s architecture (embeddings, characters, encoder), so that its
-    weights fit; the tasks, dropouts and training settings stay ``config``'s."""
+    weights fit; the tasks, dropouts and training settings stay ``config``'s. No vectors file
+    is read: the init model's word rows (its vectors, trained) take their place."""
     if len(init.members) > 1:
         raise ValueError("cannot start from an ensemble; start from one of its members (a member-N subdirectory)")
-    model = {**config.model.model_dump(), **init.config.model.model_dump(include=ARCHITECTURE)}
+    model = {**config.model.model_dump(), **init.config.model.model_dump(include=ARCHITECTURE), "vectors": None}
     return config.model_copy(update={"model": type(config.model).model_validate(model)})
 
 
@@ -234,7 +236,8 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         words, chars, labels = base.featurizer.words, base.featurizer.chars, base.featurizer.labels
         table = pretrained = None
     else:
-        words, chars, labels, table, pretrained = build_vocabularies(config, train_data)
+        extra = init.featurizer.words.items[2:] if init is not None else ()  # past <pad>, <unk>
+        words, chars, labels, table, pretrained = build_vocabularies(config, train_data, extra)
         if teacher is not None:
             labels = teacher.labels()
     if table is not None:

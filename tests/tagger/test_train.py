@@ -172,6 +172,7 @@ def test_init_from_starts_new_labels_on_a_trained_encoder(pos_examples, uner_sen
     assert saved["model"]["encoder"]["hidden"] == source.config.model.encoder.hidden
     assert saved["train"]["init_from"] == str(tmp_path / "pos")
     assert result.model.tasks == ["ner"]
+    assert set(source.featurizer.words.items) <= set(result.model.featurizer.words.items)  # words unseen here kept
     with pytest.raises(ValueError, match="not both"):
         train(config, ner, ner, tmp_path / "both", progress=False, base=source)
     config.train.init_from = str(tmp_path / "missing")
