@@ -137,12 +137,27 @@ def main() -> None:
                 entry["trials"] = len(json.loads((model / "search.json").read_text())["trials"])
             results_file.write_text(json.dumps(results, indent=1))
             print(f"{name}: dev {entry['dev']:.2f} test {entry['test']:.2f} ({entry.get('seconds', '?')} s)", flush=True)
-    print("\n| corpus | setting | recipe | dev | test | minutes |\n|---|---|---|---:|---:|---:|")
-    for entry in results.values():
-        minutes = f"{entry['seconds'] / 60:.1f}" if "seconds" in entry else ""
-        what = entry["setting"] + (f" ({entry['trials']} trials)" if "trials" in entry else "")
-        print(f"| {entry['corpus']} | {what} | {entry['recipe']} | {entry['dev']:.2f} | {entry['test']:.2f} | {minutes} |")
+    print(table(results, args.minutes))
 
+
+def table(results: dict, minutes: float) -> str:
+    """One row per corpus: each setting's dev / test (and the recipe the default picked)."""
+    rows: dict[str, dict] = {}
+    for entry in results.values():
+        rows.setdefault(entry["corpus"], {})[entry["setting"]] = entry
+    lines = ["| corpus | before: config defaults (dev / test) | now: plain `tagger train` (recipe; dev / test) "
+             f"| `tagger tune`, {minutes:g} min, 2 jobs (trials; dev / test) |", "|---|---:|---:|---:|"]
+    for corpus, settings in rows.items():
+        cells = []
+        for setting in ("before", "default", "tuned"):
+            entry = settings.get(setting)
+            if entry is None:
+                cells.append("")
+                continue
+            what = {"default": f"{entry['recipe']}; ", "tuned": f"{entry.get('trials', '?')} trials; "}.get(setting, "")
+            cells.append(f"{what}{entry['dev']:.2f} / {entry['test']:.2f}")
+        lines.append(f"| {corpus} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
