@@ -82,7 +82,8 @@ class JobManager:
                teachers: Sequence[str] = (), search_trials: int = 0, search_seconds: float = 0.0) -> dict[str, Any]:
         """Queue a job; ``base`` is ``name`` (its active version) or ``name:version`` to start
         from; ``teachers`` (the same form) make it a distillation, ``search_trials`` a
-        hyperparameter search (``search_seconds``: its time budget, 0 for none)."""
+        hyperparameter search (``search_seconds``: its time budget, 0 for none). The override
+        ``train.init_from`` names a served model the same way."""
         from tagger.config import ConfigError, load_config, parse_assignment
 
         check_name(model_name)
@@ -90,6 +91,8 @@ class JobManager:
         self.corpora.path(train), self.corpora.path(dev)
         try:
             parsed = dict(parse_assignment(f"{k}={v}") for k, v in overrides.items())
+            if parsed.get("train.init_from"):  # a served model (name or name:version), never a path on this machine
+                parsed["train.init_from"] = self._model_path(str(parsed["train.init_from"]))
             config = load_config(None, parsed)
         except ConfigError as error:
             raise JobError(str(error)) from None

@@ -4,6 +4,7 @@ version, cancel, restart, and refuse bad corpora and bad tokens."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import contextmanager
@@ -107,6 +108,20 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
                 training.StartTraining(pb.StartTrainingRequest(train_corpus="places-dev", dev_corpus="places-dev",
                                                                model_name="x", base_model="places:9"), timeout=30)
             assert error.value.code() == grpc.StatusCode.NOT_FOUND
+            # a new label set on a served model's encoder: train.init_from names a served model, not a path
+            started = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="places-dev", dev_corpus="places-dev", model_name="places-pos",
+                overrides={"train.epochs": "1", "train.init_from": "places:1"}), timeout=30)
+            started = watch(training, started.id)[-1].job
+            assert started.state == "SUCCEEDED", started.error
+            stored = json.loads((data_dir / "models" / "places-pos" / "1" / "config.json").read_text())
+            assert stored["train"]["init_from"].endswith("places/1")
+            for target, code in (("/etc", grpc.StatusCode.INVALID_ARGUMENT), ("nobody", grpc.StatusCode.NOT_FOUND)):
+                with pytest.raises(grpc.RpcError) as error:
+                    training.StartTraining(pb.StartTrainingRequest(
+                        train_corpus="places-dev", dev_corpus="places-dev", model_name="x",
+                        overrides={"train.init_from": target}), timeout=30)
+                assert error.value.code() == code, error.value.details()
 
             long_job = training.StartTraining(pb.StartTrainingRequest(
                 train_corpus="places-train", dev_corpus="places-dev", model_name="places",
@@ -124,7 +139,7 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
     with training_server(loop_thread, models_dir, data_dir) as running:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             jobs = pb_grpc.TrainingStub(channel).ListJobs(pb.ListJobsRequest(), timeout=30).jobs
-            assert [j.state for j in jobs] == ["CANCELLED", "SUCCEEDED", "SUCCEEDED"]
+            assert [j.state for j in jobs] == ["CANCELLED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
             versions = pb_grpc.ModelsStub(channel).ListModels(pb.ListModelVersionsRequest(name="places"), timeout=30)
             active = [v.version for v in versions.versions if v.active]
             assert [v.version for v in versions.versions] == ["1", "2"] and len(active) == 1
