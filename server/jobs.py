@@ -85,6 +85,7 @@ class JobManager:
         hyperparameter search (``search_seconds``: its time budget, 0 for none). The override
         ``train.init_from`` names a served model the same way."""
         from tagger.config import ConfigError, load_config, parse_assignment
+        from tagger.data.vectors import PACKAGED
 
         check_name(model_name)
         self.models.check_room(model_name)
@@ -93,6 +94,9 @@ class JobManager:
             parsed = dict(parse_assignment(f"{k}={v}") for k, v in overrides.items())
             if parsed.get("train.init_from"):  # a served model (name or name:version), never a path on this machine
                 parsed["train.init_from"] = self._model_path(str(parsed["train.init_from"]))
+            if parsed.get("model.vectors") and parsed["model.vectors"] not in PACKAGED:
+                raise JobError(f"model.vectors: a training job takes {', '.join(PACKAGED)}; files on the server "
+                               "are not read")
             config = load_config(None, parsed)
         except ConfigError as error:
             raise JobError(str(error)) from None

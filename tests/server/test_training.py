@@ -116,11 +116,13 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
             assert started.state == "SUCCEEDED", started.error
             stored = json.loads((data_dir / "models" / "places-pos" / "1" / "config.json").read_text())
             assert stored["train"]["init_from"].endswith("places/1")
-            for target, code in (("/etc", grpc.StatusCode.INVALID_ARGUMENT), ("nobody", grpc.StatusCode.NOT_FOUND)):
+            for overrides, code in (({"train.init_from": "/etc"}, grpc.StatusCode.INVALID_ARGUMENT),
+                                    ({"train.init_from": "nobody"}, grpc.StatusCode.NOT_FOUND),
+                                    ({"model.vectors": "/etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT)):
                 with pytest.raises(grpc.RpcError) as error:
                     training.StartTraining(pb.StartTrainingRequest(
-                        train_corpus="places-dev", dev_corpus="places-dev", model_name="x",
-                        overrides={"train.init_from": target}), timeout=30)
+                        train_corpus="places-dev", dev_corpus="places-dev", model_name="x", overrides=overrides),
+                        timeout=30)
                 assert error.value.code() == code, error.value.details()
 
             long_job = training.StartTraining(pb.StartTrainingRequest(
