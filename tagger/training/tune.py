@@ -2,7 +2,9 @@
 
 Optuna's TPE sampler proposes settings from a search space; each trial trains with
 :func:`tagger.training.train.train` and reports its dev score after every epoch, so a median pruner
-stops trials that trail earlier ones at the same epoch. The study lives in SQLite
+stops trials that trail earlier ones at the same epoch. The first trial is the recipe itself
+(:func:`starting_point`), so a search that finishes it never ends below the recipe on dev.
+The study lives in SQLite
 (``OUTPUT/study.sqlite``): running the same search again continues it (trials that were
 running when it stopped are marked failed and run again). ``jobs`` > 1 runs that many
 worker processes on the one study, each with its share of the cores.
@@ -109,6 +111,26 @@ def suggest(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
             values[key] = trial.suggest_int(key, int(param.low), int(param.high), log=param.log)
         else:
             values[key] = trial.suggest_float(key, param.low, param.high, log=param.log)
+    return values
+
+
+def starting_point(config: TaggerConfig, space: dict[str, Param]) -> dict[str, Any]:
+    """The config's own values of the searched settings, where the space holds them: the first
+    trial trains the recipe itself, so a search never ends below it on dev (if that trial
+    finishes within the budget). Settings the space cannot hold are left to the sampler."""
+    values = {}
+    for key, param in space.items():
+        value: Any = config.model_dump()
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        if param.choices is not None:
+            if value in param.choices:
+                values[key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and param.low <= value <= param.high:
+            if not param.integer or float(value).is_integer():
+                values[key] = int(value) if param.integer else float(value)
     return values
 
 
@@ -239,6 +261,8 @@ def tune(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence
         return _tune_on_ray(config, train_data, dev_data, output, settings, space, started, progress)
     study = _study(output, settings.seed, settings.warmup_epochs)
     study.set_user_attr("space", {k: v.model_dump(exclude_none=True) for k, v in space.items()})
+    if not study.get_trials(deepcopy=False):  # a new study: trial 0 is the recipe itself
+        study.enqueue_trial(starting_point(config, space))
     cores = os.cpu_count() or 1
     threads = max(1, cores // settings.jobs)
     args = (config.model_dump_json(), json.dumps({k: v.model_dump() for k, v in space.items()}), list(train_data),
@@ -372,6 +396,12 @@ def _ray_domain(param: Param):
     return ray_tune.loguniform(param.low, param.high) if param.log else ray_tune.uniform(param.low, param.high)
 
 
+def _whole_point(config: TaggerConfig, space: dict[str, Param]) -> list[dict[str, Any]] | None:
+    """Ray's OptunaSearch takes a starting point only with every searched setting in it."""
+    point = starting_point(config, space)
+    return [point] if set(point) == set(space) else None
+
+
 def _ray_trial(params: dict[str, Any], config_json: str, train_data, dev_data, output: str) -> None:
     """One Ray Tune trial: train with ``params`` and report dev after every epoch."""
     import torch
@@ -409,7 +439,7 @@ def _tune_on_ray(config: TaggerConfig, train_data: Sequence[Example], dev_data: 
             trainable, param_space={key: _ray_domain(p) for key, p in space.items()},
             tune_config=ray_tune.TuneConfig(
                 metric="dev", mode="max", num_samples=settings.trials, max_concurrent_trials=settings.jobs,
-                search_alg=OptunaSearch(seed=settings.seed),
+                search_alg=OptunaSearch(seed=settings.seed, points_to_evaluate=_whole_point(config, space)),
                 # max_t one past the last epoch: a trial is never stopped at its last report,
                 # before it has written its final model
                 scheduler=ASHAScheduler(max_t=config.train.epochs + 1,

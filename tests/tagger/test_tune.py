@@ -53,7 +53,7 @@ def test_a_search_finds_a_model_and_a_rerun_resumes_it(corpora, tmp_path):
     assert "best of 3 trials" in result.output
     info = json.loads((output / "search.json").read_text())
     assert [t["state"] for t in info["trials"]] == ["COMPLETE"] * 3
-    assert set(info["trials"][0]["params"]) == {"train.lr", "model.dropout"}
+    assert info["trials"][0]["params"] == {"train.lr": 0.002, "model.dropout": 0.5}  # trial 0: the recipe (tag-small)
     assert all(len(t["curve"]) == 2 for t in info["trials"])  # dev after every epoch
     best = info["best"]
     assert best["dev"] == max(t["dev"] for t in info["trials"])
@@ -91,6 +91,23 @@ def test_the_time_budget_stops_running_trials(corpora, tmp_path):
     # the first trial starts, and stops at the first epoch's end past the budget
     assert [t.get("note") for t in info["trials"]] == ["time budget"] and 0 < info["trials"][0]["epochs"] < 300
     assert not (tmp_path / "s" / "trials" / "0").exists()
+
+
+def test_the_first_trial_is_the_recipe_where_the_space_holds_it():
+    from tagger.config import TaggerConfig
+    from tagger.training.tune import DEFAULT_SPACE, Param, starting_point
+
+    config = TaggerConfig()
+    config.train.lr, config.model.dropout, config.model.encoder.hidden = 0.002, 0.5, 256
+    config.model.char.hidden, config.train.batch_size, config.model.word_dropout = 64, 32, 0.05
+    assert starting_point(config, DEFAULT_SPACE) == {
+        "train.lr": 0.002, "model.dropout": 0.5, "model.word_dropout": 0.05, "model.encoder.hidden": 256,
+        "model.char.hidden": 64, "train.batch_size": 32}
+    config.model.encoder.hidden, config.train.lr = 300, 0.5  # outside the space: left to the sampler
+    space = {**DEFAULT_SPACE, "train.epochs": Param(low=5, high=20, integer=True)}
+    config.train.epochs = 12
+    point = starting_point(config, space)
+    assert "model.encoder.hidden" not in point and "train.lr" not in point and point["train.epochs"] == 12
 
 
 @pytest.mark.parametrize("text, message", [
