@@ -114,6 +114,22 @@ def suggest(trial: Any, space: dict[str, Param]) -> dict[str, Any]:
     return values
 
 
+def fixed_by_init(config: TaggerConfig, space: dict[str, Param], say: bool = False) -> dict[str, Param]:
+    """``space`` without the settings ``train.init_from`` fixes (the init model's architecture:
+    :data:`tagger.training.train.ARCHITECTURE`): searching them would search nothing."""
+    if not config.train.init_from:
+        return space
+    from tagger.training.train import ARCHITECTURE
+
+    fixed = [key for key in space if key.startswith("model.") and key.split(".")[1] in ARCHITECTURE]
+    if fixed and say:
+        print(f"not searched, fixed by train.init_from: {', '.join(fixed)}", file=sys.stderr)
+    kept = {key: param for key, param in space.items() if key not in fixed}
+    if not kept:
+        raise ConfigError(f"every searched setting is fixed by train.init_from ({', '.join(fixed)})")
+    return kept
+
+
 def starting_point(config: TaggerConfig, space: dict[str, Param]) -> dict[str, Any]:
     """The config's own values of the searched settings, where the space holds them: the first
     trial trains the recipe itself, so a search never ends below it on dev (if that trial
@@ -254,7 +270,7 @@ def tune(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    space = space or dict(DEFAULT_SPACE)
+    space = fixed_by_init(config, space or dict(DEFAULT_SPACE), progress)
     started = time.time()
     deadline = started + settings.time_budget if settings.time_budget else None
     if settings.engine == "ray":
