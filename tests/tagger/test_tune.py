@@ -110,6 +110,20 @@ def test_the_first_trial_is_the_recipe_where_the_space_holds_it():
     assert "model.encoder.hidden" not in point and "train.lr" not in point and point["train.epochs"] == 12
 
 
+def test_with_init_from_the_init_models_architecture_is_not_searched():
+    from tagger.config import TaggerConfig
+    from tagger.training.tune import DEFAULT_SPACE, Param, fixed_by_init
+
+    config = TaggerConfig()
+    assert fixed_by_init(config, DEFAULT_SPACE) == DEFAULT_SPACE
+    config.train.init_from = "models/en-core"
+    kept = fixed_by_init(config, DEFAULT_SPACE)
+    assert set(DEFAULT_SPACE) - set(kept) == {"model.encoder.hidden", "model.char.hidden"}
+    assert "model.dropout" in kept and "train.lr" in kept  # dropouts and training settings are this run's
+    with pytest.raises(ConfigError, match="every searched setting is fixed"):
+        fixed_by_init(config, {"model.encoder.hidden": Param(choices=[100, 200])})
+
+
 @pytest.mark.parametrize("text, message", [
     ('["train.lr"]\nlow = 0.1\nhigh = 0.01\n', "low <= high"),
     ('["train.lr"]\nlow = 0\nhigh = 0.01\nlog = true\n', "low > 0"),
