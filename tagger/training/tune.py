@@ -27,10 +27,13 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -295,20 +298,40 @@ def tune(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence
         for process in workers:
             process.start()
         try:
-            while any(p.is_alive() for p in workers):
-                for p in workers:
-                    p.join(timeout=2.0 / len(workers))
-                report.update()
+            with _sigterm_as_exit():  # `kill` of this process stops its workers too (the finally below)
+                while any(p.is_alive() for p in workers):
+                    for p in workers:
+                        p.join(timeout=2.0 / len(workers))
+                    report.update()
         finally:
             for p in workers:
                 if p.is_alive():
                     p.terminate()
+            for p in workers:
+                p.join(timeout=10)
         failed = [p.exitcode for p in workers if p.exitcode not in (0, None)]
         if failed:
             raise RuntimeError(f"{len(failed)} search worker(s) failed (exit codes {failed}); "
                                "run the same command again to resume the study")
     report.close()
     return finish(output, study, settings, time.time() - started)
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) inside the block, so cleanup runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class _Reporter:

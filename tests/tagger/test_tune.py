@@ -4,6 +4,11 @@ resume, run in parallel processes, respect a time budget and refuse bad search s
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -122,6 +127,43 @@ def test_with_init_from_the_init_models_architecture_is_not_searched():
     assert "model.dropout" in kept and "train.lr" in kept  # dropouts and training settings are this run's
     with pytest.raises(ConfigError, match="every searched setting is fixed"):
         fixed_by_init(config, {"model.encoder.hidden": Param(choices=[100, 200])})
+
+
+def _state(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent id (Linux /proc); None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+            if (state := _state(int(p.name))) and state[1] == pid and state[0] != "Z"]
+
+
+def test_killing_a_parallel_search_stops_its_workers(corpora, tmp_path):
+    train, dev, space = corpora
+    command = [sys.executable, "-m", "tagger.cli", "tune", "--train", str(train), "--dev", str(dev), "--output",
+               str(tmp_path / "s"), "--trials", "4", "--jobs", "2", "--epochs", "300", "--space", str(space), *SMALL]
+    log = (tmp_path / "log.txt").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while len(workers := _children(process.pid)) < 3 and time.time() < deadline:  # 2 workers + resource tracker
+            time.sleep(0.5)
+        assert len(workers) >= 2, f"the workers never started: {(tmp_path / 'log.txt').read_text()[-2000:]}"
+        time.sleep(3)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) != 0
+        deadline = time.time() + 30
+        while (alive := [w for w in workers if (_state(w) or ("Z",))[0] != "Z"]) and time.time() < deadline:
+            time.sleep(0.5)
+        assert alive == [], "search workers outlived the killed search"
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 @pytest.mark.parametrize("text, message", [
