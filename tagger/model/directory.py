@@ -8,20 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagger.model.artifact import CONFIG, ENSEMBLE, WEIGHTS, ArtifactError, Model, load_single
+from tagger.model.artifact import CONFIG, ENSEMBLE, WEIGHTS, Model, load_single
 from tagger.model.ensemble import load_ensemble, read_spec
 
 
 def load_model(directory: str | Path) -> Model:
-    """Rebuild the model (or ensemble) in ``directory``, refusing anything that does not fit exactly.
-
-    Raises:
-        ArtifactError: a missing file, invalid JSON or config, a corrupt or truncated
-            weights file, or tensors whose names or shapes differ from what the config builds.
-    """
+    """Rebuild the model (or ensemble) in ``directory``, refusing anything that does not fit
+    exactly; raises ArtifactError as :func:`~tagger.model.artifact.load_single` and
+    :func:`~tagger.model.ensemble.load_ensemble` do."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: not a model directory")
     if (directory / ENSEMBLE).exists():
         return load_ensemble(directory)
     return load_single(directory)
