@@ -77,7 +77,7 @@ def build_model(config: TaggerConfig, words: Vocab, chars: Vocab, labels: dict[s
 def save_model(model: Model, directory: str | Path, half: bool = False, metrics: dict[str, Any] | None = None) -> None:
     """Write the model directory (each file atomically); fp16 weights when ``half``."""
     if len(model.members) > 1:
-        raise TypeError("an ensemble is saved with tagger.ensemble.save_ensemble")
+        raise TypeError("an ensemble is saved with tagger.model.ensemble.save_ensemble")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous()

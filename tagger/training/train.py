@@ -115,15 +115,15 @@ def transfer(source: Model, target: Model) -> dict[str, int]:
     sf, tf = source.featurizer, target.featurizer
     same_labels = {t for t in tf.labels if t in sf.labels and sf.labels[t].items == tf.labels[t].items}
     counts = {"words": 0, "chars": 0, "tensors": 0}
-    for key, old, new in (("words", sf.words, tf.words), ("chars", sf.chars, tf.chars)):
-        name = "word_embed.weight" if key == "words" else "chars.embed.weight"
+    rows_of = {"word_embed.weight": ("words", sf.words, tf.words), "chars.embed.weight": ("chars", sf.chars, tf.chars)}
+    for name, (key, old, new) in rows_of.items():
         pairs = [(i, old.index[item]) for i, item in enumerate(new.items) if item in old.index]
         if pairs and src[name].shape[1] == dst[name].shape[1]:
             rows, source_rows = map(list, zip(*pairs))
             dst[name][rows] = src[name][source_rows].to(dst[name].dtype)
             counts[key] = len(pairs)
     for name, tensor in dst.items():
-        if name in ("word_embed.weight", "chars.embed.weight") or name not in src or src[name].shape != tensor.shape:
+        if name in rows_of or name not in src or src[name].shape != tensor.shape:
             continue
         room, _, rest = name.partition(".")
         if room in ("heads", "decoders") and rest.split(".")[0] not in same_labels:

@@ -137,9 +137,9 @@ def starting_point(config: TaggerConfig, space: dict[str, Param]) -> dict[str, A
     """The config's own values of the searched settings, where the space holds them: the first
     trial trains the recipe itself, so a search never ends below it on dev (if that trial
     finishes within the budget). Settings the space cannot hold are left to the sampler."""
-    values = {}
+    values, settings = {}, config.model_dump()
     for key, param in space.items():
-        value: Any = config.model_dump()
+        value: Any = settings
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if value is None or isinstance(value, (dict, list)):
