@@ -5,6 +5,11 @@ Usage: python scripts/bench_serve.py [--models models] [--seconds 8] [--levels 1
 
 Starts `tagger serve` as a subprocess on a free port, sends EWT test sentences (raw text),
 and stops the server. Bounded in time: each level runs for --seconds.
+
+Says where the time goes: for each level, the cores the clients (this process), the
+server's event loop and its other threads (tagging workers, gRPC's poller) used; and for
+one request at a time, each stage of the server's path timed in this process (tagging, the
+micro-batcher's thread hop, the response message, protobuf bytes), the rest being gRPC.
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+STREAM_PASSES = 5
 EWT_TEST = ROOT.parent / "shared" / "data" / "ud-english-ewt" / "en_ewt-ud-test.conllu"
 
 
@@ -33,6 +41,30 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user and system) of process ``pid`` so far: its main thread's (the server's
+    event loop) and all its threads' (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read(path: str) -> float:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()  # after the command name
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    return read(f"/proc/{pid}/task/{pid}/stat"), read(f"/proc/{pid}/stat")
+
+
+def with_cpu(server_pid: int, run: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    """``run()``'s result and the cores each side used while it ran: this process (the
+    clients), the server's event-loop thread and the server's other threads (tagging workers,
+    gRPC's poller), in CPU seconds per second."""
+    client, (loop, server), started = os.times(), cpu_seconds(server_pid), time.perf_counter()
+    result = run()
+    elapsed = time.perf_counter() - started
+    after, (loop_after, server_after) = os.times(), cpu_seconds(server_pid)
+    return result, {"client": (after.user + after.system - client.user - client.system) / elapsed,
+                    "loop": (loop_after - loop) / elapsed, "workers": (server_after - server - loop_after + loop) / elapsed}
 
 
 def free_port() -> int:
@@ -126,6 +158,72 @@ def in_process(taggers: list, texts: list[str]) -> tuple[float, float]:
     return batch, statistics.median(single)
 
 
+def per_call(taggers: list, texts: list[str], size: int) -> float:
+    """Tokens/s tagging ``texts`` in this process ``size`` texts a call: the most a server can
+    do when ``size`` requests make each micro-batch (small batches pad and loop more)."""
+    started, tokens = time.perf_counter(), 0
+    for k in range(0, len(texts), size):
+        chunk = taggers[0].tokenize(texts[k:k + size])
+        for tagger in taggers:
+            tokens += sum(len(s) for d in tagger.predict_documents(chunk, False) for s in d.sentences)
+    return tokens / len(taggers) / (time.perf_counter() - started)
+
+
+def where_time_goes(entries: list, texts: list[str], threads: int, workers: int) -> dict[str, float]:
+    """The server's path for one request at a time, stage by stage, in this process and on
+    ``threads`` torch threads (the server's setting), p50 ms over ``texts``: tagging called
+    directly (tokenize once, every default model); the same through the micro-batchers (the
+    event loop and worker-thread hops); building the response message; and the protobuf
+    bytes both ways (request and response serialized and parsed). What a gRPC call costs
+    beyond their sum is gRPC itself: its handling on both sides, the loopback, the client."""
+    import torch
+
+    from server.batcher import MicroBatcher
+    from server.client import make_request
+    from server.convert import response_pb
+    from tagger_proto.v1 import tagger_pb2 as pb
+
+    taggers = [e.tagger for e in entries]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)  # 0: torch's default, as the server does
+    stages: dict[str, list[float]] = {"tag": [], "batcher": [], "response": [], "protobuf": []}
+
+    def tag(text: str) -> list:
+        document = taggers[0].tokenize([text])[0] if len(taggers) > 1 else text
+        return [t.predict_documents([document], False)[0] for t in taggers]
+
+    async def through_batchers() -> None:
+        batchers = [MicroBatcher(t, workers=workers) for t in taggers]
+        for batcher in batchers:
+            batcher.start()
+        try:
+            for text in texts:
+                started = time.perf_counter()
+                document = await batchers[0].tokenize(text) if len(batchers) > 1 else text
+                await asyncio.gather(*(b.submit(document, False) for b in batchers))
+                stages["batcher"].append(1000 * (time.perf_counter() - started))
+        finally:
+            for batcher in batchers:
+                await batcher.close()
+
+    try:
+        for text in texts:
+            started = time.perf_counter()
+            results = tag(text)
+            stages["tag"].append(1000 * (time.perf_counter() - started))
+            started = time.perf_counter()
+            response = response_pb(results, "", entries, (), False)
+            stages["response"].append(1000 * (time.perf_counter() - started))
+            started = time.perf_counter()
+            pb.TagRequest.FromString(make_request(text=text).SerializeToString())
+            pb.TagResponse.FromString(response.SerializeToString())
+            stages["protobuf"].append(1000 * (time.perf_counter() - started))
+        asyncio.run(through_batchers())
+    finally:
+        torch.set_num_threads(before)
+    return {stage: statistics.median(times) for stage, times in stages.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
@@ -136,21 +234,31 @@ def main() -> None:
     args = parser.parse_args()
 
     from server.registry import ModelRegistry
+    from server.settings import ServerSettings
     from tagger.data.readers import read_conllu
 
     texts = [s.text for s in read_conllu(EWT_TEST, None) if s.text and 15 <= len(s.tokens) <= 25]
     registry = ModelRegistry.from_directory(args.models, backend=args.backend)
-    taggers = [registry.get(name).tagger for name in registry.defaults]
+    entries = [registry.get(name) for name in registry.defaults]
+    taggers = [entry.tagger for entry in entries]
     backend = taggers[0].backend
     in_process(taggers, texts)  # warm-up: a first pass over every text (a shorter one left "before" 30% low)
     before = in_process(taggers, texts)
+    settings = ServerSettings()
+    threads = settings.torch_threads
+    stages = where_time_goes(entries, texts, threads, settings.workers_per_model)
+    ceilings = {level: per_call(taggers, texts, level) for level in args.levels}
 
     store = tempfile.mkdtemp(prefix="bench-serve-")
     server, address = start_server(args.models, store, backend)
     try:
         asyncio.run(run_level(address, texts, 4, 1.0))  # warm-up
-        rows = [asyncio.run(run_level(address, texts, level, args.seconds)) for level in args.levels]
-        stream = asyncio.run(run_stream(address, texts))
+        rows = []
+        for level in args.levels:
+            row, cores = with_cpu(server.pid, lambda: asyncio.run(run_level(address, texts, level, args.seconds)))
+            rows.append({**row, **cores})
+        # five passes over the texts: the stream's start (the first micro-batches are small) is not the measure
+        stream, stream_cores = with_cpu(server.pid, lambda: asyncio.run(run_stream(address, texts * STREAM_PASSES)))
         server_rss = rss_mb(server.pid)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -164,18 +272,40 @@ def main() -> None:
           "raw text")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; client and server share them; "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print("| clients | requests | p50 ms | p99 ms | tokens/s | of in-process |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| clients | requests | p50 ms | p99 ms | tokens/s | of in-process | in-process, as many texts a call | "
+          "cores: clients / server loop / server workers |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
+        ceiling = ceilings[row["clients"]]
         print(f"| {row['clients']} | {row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-              f"{row['tokens_per_s']:,.0f} | {100 * row['tokens_per_s'] / batch:.0f}% |")
-    print(f"\nTagStream: {stream:,.0f} tokens/s ({100 * stream / batch:.0f}% of in-process); in-process batch: "
+              f"{row['tokens_per_s']:,.0f} | {100 * row['tokens_per_s'] / batch:.0f}% | {ceiling:,.0f} "
+              f"({100 * ceiling / batch:.0f}%) | {_cores(row)} |")
+    print(f"\nTagStream ({STREAM_PASSES} passes over the texts, one stream): {stream:,.0f} tokens/s "
+          f"({100 * stream / batch:.0f}% of in-process), cores {_cores(stream_cores)}; in-process batch: "
           f"{batch:,.0f} tokens/s (before the server ran {before[0]:,.0f}, after {after[0]:,.0f})")
     one = next((row for row in rows if row["clients"] == 1), None)
     if one is not None:
         print(f"one client p50 {one['p50_ms']:.2f} ms; in-process, one sentence at a time: p50 {single_p50:.2f} ms "
               f"(before {before[1]:.2f}, after {after[1]:.2f}); +{one['p50_ms'] - single_p50:.2f} ms over gRPC")
+        print(f"\nOne request at a time, where the time goes (p50 ms; in this process, {threads or 'default'} torch "
+              "thread(s) as the server):")
+        print("| stage | ms |\n|---|---:|")
+        hop = stages["batcher"] - stages["tag"]
+        rest = one["p50_ms"] - stages["batcher"] - stages["response"] - stages["protobuf"]
+        for name, value in [("in-process, one sentence at a time (the baseline above)", single_p50),
+                            (f"the server's {threads or 'default'} torch thread(s) a call instead of the default",
+                             stages["tag"] - single_p50),
+                            ("micro-batcher: event loop to worker thread and back", hop),
+                            ("response message from the predictions", stages["response"]),
+                            ("protobuf bytes: request and response, both ways", stages["protobuf"]),
+                            ("gRPC (both sides' handling, loopback, client): the rest", rest),
+                            ("one gRPC client, p50", one["p50_ms"])]:
+            print(f"| {name} | {value:.2f} |")
     print(f"server RSS after the run: {server_rss:.0f} MB")
+
+
+def _cores(used: dict[str, float]) -> str:
+    return f"{used['client']:.2f} / {used['loop']:.2f} / {used['workers']:.2f}"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Micro-batching: concurrent requests for one model are collected (up to a token budget or
 a few milliseconds) and tagged in one call on a worker thread, so many small requests run
-at close to batch throughput. Work whose caller has gone (cancelled, deadline passed) is
-dropped before it is computed; a full queue refuses new work instead of growing."""
+at close to batch throughput. Up to ``workers`` batches are tagged at once, each on its own
+thread (torch releases the GIL in its kernels, so two batches use two cores where one
+batch on one torch thread could not). Work whose caller has gone (cancelled, deadline
+passed) is dropped before it is computed; a full queue refuses new work instead of growing."""
 
 from __future__ import annotations
 
@@ -46,18 +48,24 @@ class MicroBatcher:
         wait_ms: how long the first job of a batch waits for company.
         max_queue: documents queued at most; beyond it ``submit`` raises QueueFull.
         on_batch: called with (documents, tokens) after each batch (metrics).
+        workers: batches tagged at once, each on a thread of its own; a new batch is formed
+            when one is free, from what queued up meanwhile.
     """
 
     def __init__(self, tagger: Tagger, batch_tokens: int = 4096, wait_ms: float = 0.0, max_queue: int = 1024,
-                 on_batch: Callable[[int, int], None] | None = None):
+                 on_batch: Callable[[int, int], None] | None = None, workers: int = 1):
+        if workers < 1:
+            raise ValueError("a batcher needs at least one worker")
         self.tagger = tagger
         self.batch_tokens, self.wait = batch_tokens, wait_ms / 1000
         self.max_queue = max_queue
         self.on_batch = on_batch
+        self.workers = workers
         self._queue: asyncio.Queue[_Job] | None = None
         self._pending = 0  # submitted and not yet answered: queued, batching or being tagged
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tagger")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tagger")
         self._worker: asyncio.Task | None = None
+        self._batches: set[asyncio.Task] = set()  # being tagged
 
     @property
     def depth(self) -> int:
@@ -69,7 +77,7 @@ class MicroBatcher:
         self._worker = asyncio.create_task(self._run())
 
     async def tokenize(self, text: str) -> TokenizedText:
-        """Tokenize on this model's worker thread (its spaCy pipeline is used by that thread only)."""
+        """Tokenize on one of this model's worker threads (off the event loop)."""
         loop = asyncio.get_running_loop()
         return (await loop.run_in_executor(self._executor, self.tagger.tokenize, [text]))[0]
 
@@ -85,6 +93,8 @@ class MicroBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
+        if self._batches:  # their callers get their answers
+            await asyncio.gather(*self._batches, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
     async def submit(self, document: Input, scores: bool, deadline: float | None = None) -> TaggedText:
@@ -104,6 +114,21 @@ class MicroBatcher:
             future.cancel()  # no-op when done; marks abandoned work so the worker skips it
 
     async def _run(self) -> None:
+        assert self._queue is not None
+        free = asyncio.Semaphore(self.workers)
+        while True:
+            await free.acquire()  # a batch is formed when a worker can take it
+            try:
+                live = await self._next_batch()
+            except BaseException:
+                free.release()
+                raise
+            batch = asyncio.create_task(self._tag(live))
+            self._batches.add(batch)
+            batch.add_done_callback(lambda done: (self._batches.discard(done), free.release()))
+
+    async def _next_batch(self) -> list[_Job]:
+        """The jobs of the next batch, once there is one: those still wanted, up to the budget."""
         assert self._queue is not None
         while True:
             jobs = [await self._queue.get()]
@@ -126,9 +151,8 @@ class MicroBatcher:
                     job.future.set_exception(TimeoutError("deadline passed before tagging"))
                     continue
                 live.append(job)
-            if not live:
-                continue
-            await self._tag(live)
+            if live:
+                return live
 
     async def _tag(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()

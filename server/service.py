@@ -64,7 +64,7 @@ class TaggerService(pb_grpc.TaggerServicer):
             self.metrics.batch_size.labels(name).observe(documents)
 
         batcher = MicroBatcher(entry.tagger, self.settings.batch_tokens, self.settings.batch_wait_ms,
-                               self.settings.max_queue_documents, on_batch)
+                               self.settings.max_queue_documents, on_batch, self.settings.workers_per_model)
         batcher.start()
         self.metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)
         return batcher

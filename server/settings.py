@@ -57,6 +57,9 @@ class ServerSettings(BaseSettings):
     tls_client_ca: Path | None = Field(None, description="require client certificates signed by this CA")
     torch_threads: int = Field(1, ge=0, description="threads per tagging call (0: torch's default); one "
                                "thread per model worker keeps small requests fast and models in parallel")
+    workers_per_model: int = Field(min(2, os.cpu_count() or 1), ge=1, le=64,
+                                   description="micro-batches of one model tagged at once, each on its own thread "
+                                   "(default: 2, or 1 on one core)")
     backend: Literal["auto", "torch", "onnx"] = Field(
         "torch", description="where the encoder runs: torch; onnx (ONNX Runtime: same labels, lower latency, "
         "but about 150 MB more memory under load); auto (onnx when onnxruntime is installed)")

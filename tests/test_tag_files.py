@@ -99,3 +99,11 @@ def test_a_bad_line_after_the_first_chunk_fails_with_its_line_and_writes_nothing
     assert result.returncode == 2
     assert f"{source}:8" in result.stderr and "string 'text'" in result.stderr
     assert not target.exists() and list(tmp_path.iterdir()) == [source]
+
+
+def test_scores_are_written_as_json_dumps_writes_them_even_when_not_finite():
+    from tagger.inference.output import _numbers
+
+    for values in ([0.5, 1.0, 1e-300, 0.1 + 0.2], [0.25, float("nan")], [float("inf"), float("-inf")]):
+        assert _numbers(values, len(values)) == [json.dumps(x) for x in values]
+    assert _numbers(None, 3) == ["null"] * 3

@@ -10,6 +10,7 @@ long sentences are cut into pieces of at most ``max_tokens``.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Iterator
 
 import spacy
@@ -25,12 +26,14 @@ Token = tuple[str, int, int]  # text, start, end
 
 
 class Tokenizer:
-    """Sentence splitting and tokenization for one language."""
+    """Sentence splitting and tokenization for one language. Threads may share one: a call
+    holds its lock while spaCy runs (a pipeline is not made for concurrent calls)."""
 
     def __init__(self, lang: str = "en", max_tokens: int = MAX_SENTENCE_TOKENS, max_new_strings: int = MAX_NEW_STRINGS):
         self.lang, self.max_tokens, self.max_new_strings = lang, max_tokens, max_new_strings
         self.nlp = self._pipeline()
         self._base_strings = len(self.nlp.vocab.strings)
+        self._lock = threading.Lock()
 
     def _pipeline(self) -> spacy.language.Language:
         try:
@@ -49,11 +52,12 @@ class Tokenizer:
         texts = list(texts)
         chunks = [(i, start, chunk) for i, text in enumerate(texts) for start, chunk in split_text(text)]
         result: list[list[list[Token]]] = [[] for _ in texts]
-        docs = self.nlp.pipe((chunk for _, _, chunk in chunks), batch_size=batch_size)
-        for (i, offset, _), doc in zip(chunks, docs):
-            result[i].extend(self._sentences(doc, offset))
-        if len(self.nlp.vocab.strings) - self._base_strings > self.max_new_strings:
-            self.nlp = self._pipeline()  # the old vocabulary goes with the old pipeline
+        with self._lock:
+            docs = self.nlp.pipe((chunk for _, _, chunk in chunks), batch_size=batch_size)
+            for (i, offset, _), doc in zip(chunks, docs):
+                result[i].extend(self._sentences(doc, offset))
+            if len(self.nlp.vocab.strings) - self._base_strings > self.max_new_strings:
+                self.nlp = self._pipeline()  # the old vocabulary goes with the old pipeline
         yield from result
 
     def _sentences(self, doc, offset: int) -> Iterator[list[Token]]:

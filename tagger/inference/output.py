@@ -50,14 +50,14 @@ def jsonl_line(doc_id: Any, tagged: TaggedText, tasks: list[str], span_tasks: Co
         if not sentence:
             continue
         main = prediction[primary]
-        scores = [_number(x) for x in main.scores] if main.scores is not None else ["null"] * len(sentence)
+        scores = _numbers(main.scores, len(sentence))
         heads = [f'{{"text": {encode_basestring(t)}, "start": {s}, "end": {e}, "label": {q[label]}, "score": {score}'
                  for (t, s, e), label, score in zip(sentence, main.labels, scores)]
         if len(tasks) > 1:  # every task's label too, in the prediction's order (a Document's)
             columns = []
             for task, result in prediction.items():
                 name = q[task]
-                values = [_number(x) for x in result.scores] if result.scores is not None else ["null"] * len(sentence)
+                values = _numbers(result.scores, len(sentence))
                 columns.append([f'{name}: {{"value": {q[label]}, "score": {score}}}'
                                 for label, score in zip(result.labels, values)])
             tokens.extend(f'{head}, "labels": {{{", ".join(parts)}}}}}' for head, *parts in zip(heads, *columns))
@@ -82,6 +82,15 @@ class _Quoted(dict):
 
 
 _QUOTED = _Quoted()
+
+
+def _numbers(values: list[float] | None, count: int) -> list[str]:
+    """Scores as ``json.dumps`` writes them (``null`` for each of ``count`` tokens without)."""
+    if values is None:
+        return ["null"] * count
+    if math.isfinite(sum(values)):  # every one finite (a NaN or infinity makes the sum one): repr each
+        return list(map(float.__repr__, values))
+    return [_number(x) for x in values]
 
 
 def _number(value: float | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -55,3 +56,53 @@ def test_expired_and_full(tagger):
             await batcher.close()
 
     asyncio.run(main())
+
+
+class _Meeting:
+    """A tagger whose first two calls must be inside predict_documents at the same time (each
+    waits for the other); it counts the calls in at once."""
+
+    def __init__(self, tagger):
+        self.tagger, self.inside, self.most, self.calls = tagger, 0, 0, 0
+        self.lock, self.barrier = threading.Lock(), threading.Barrier(2, timeout=3)
+
+    def predict_documents(self, documents, scores):
+        with self.lock:
+            self.calls += 1
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            first_two = self.calls <= 2
+        try:
+            if first_two:
+                self.barrier.wait()
+            return self.tagger.predict_documents(documents, scores)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_up_to_workers_batches_are_tagged_at_once(tagger, workers):
+    meeting = _Meeting(tagger)
+    texts = ["Paris is big .", "Rome is old .", "Oslo is cold ."]
+
+    async def main():
+        batcher = MicroBatcher(meeting, batch_tokens=1, workers=workers)  # one document a batch
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(t, False) for t in texts), return_exceptions=True)
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(main())
+    if workers == 2:  # the first two batches met inside the tagger; every caller has its own answer
+        assert meeting.most == 2
+        assert [r.sentences for r in results] == [tagger.predict_documents([t], False)[0].sentences for t in texts]
+    else:  # one at a time: the first call waited alone for a second that never came
+        assert meeting.most == 1
+        assert isinstance(results[0], threading.BrokenBarrierError)
+
+
+def test_a_batcher_needs_a_worker(tagger):
+    with pytest.raises(ValueError, match="at least one worker"):
+        MicroBatcher(tagger, workers=0)
