@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from tagger import TaggedText, Tagger, TokenizedText
 
@@ -29,6 +30,7 @@ class _Job:
     size: int
     future: asyncio.Future
     deadline: float | None
+    convert: Callable[[TaggedText], Any] | None = None
 
 
 def estimate_tokens(document: Input) -> int:
@@ -97,15 +99,17 @@ class MicroBatcher:
             await asyncio.gather(*self._batches, return_exceptions=True)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, document: Input, scores: bool, deadline: float | None = None) -> TaggedText:
+    async def submit(self, document: Input, scores: bool, deadline: float | None = None,
+                     convert: Callable[[TaggedText], Any] | None = None) -> Any:
         """Queue a document and wait for its result (:meth:`Tagger.predict_documents`'s, which
-        :meth:`Tagger.document` makes a Document of). ``deadline`` is a ``time.monotonic()`` value."""
+        :meth:`Tagger.document` makes a Document of), or ``convert`` of it, called on the worker
+        thread (off the event loop). ``deadline`` is a ``time.monotonic()`` value."""
         if self._queue is None:
             raise RuntimeError("batcher not started")
         if self._pending >= self.max_queue:
             raise QueueFull(f"{self.max_queue} documents are waiting")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(document, scores, estimate_tokens(document), future, deadline))
+        self._queue.put_nowait(_Job(document, scores, estimate_tokens(document), future, deadline, convert))
         self._pending += 1
         try:
             return await future
@@ -156,10 +160,8 @@ class MicroBatcher:
 
     async def _tag(self, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
-        scores = any(job.scores for job in jobs)
         try:
-            documents = await loop.run_in_executor(
-                self._executor, self.tagger.predict_documents, [job.document for job in jobs], scores)
+            results, tokens = await loop.run_in_executor(self._executor, self._compute, jobs)
         except Exception as error:
             if len(jobs) > 1:  # find the one that fails; the others still get their answers
                 for job in jobs:
@@ -168,8 +170,15 @@ class MicroBatcher:
             if not jobs[0].future.done():
                 jobs[0].future.set_exception(error)
             return
-        for job, document in zip(jobs, documents):
+        for job, result in zip(jobs, results):
             if not job.future.done():
-                job.future.set_result(document)
+                job.future.set_result(result)
         if self.on_batch:
-            self.on_batch(len(jobs), sum(len(s) for d in documents for s in d.sentences))
+            self.on_batch(len(jobs), tokens)
+
+    def _compute(self, jobs: list[_Job]) -> tuple[list[Any], int]:
+        """On a worker thread: tag the batch, convert each result its caller's way; and count
+        the tokens."""
+        documents = self.tagger.predict_documents([job.document for job in jobs], any(job.scores for job in jobs))
+        tokens = sum(len(s) for d in documents for s in d.sentences)
+        return [job.convert(d) if job.convert else d for job, d in zip(jobs, documents)], tokens
