@@ -295,19 +295,22 @@ def tune(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence
         context = multiprocessing.get_context("spawn")
         workers = [context.Process(target=_work, args=(*args, k, threads, quotas[k]), daemon=True)
                    for k in range(settings.jobs) if quotas[k]]
-        for process in workers:
-            process.start()
         try:
             with _sigterm_as_exit():  # `kill` of this process stops its workers too (the finally below)
+                workers[0].start()
+                _wait_for_queue(study, workers[0])
+                for process in workers[1:]:
+                    process.start()
                 while any(p.is_alive() for p in workers):
                     for p in workers:
                         p.join(timeout=2.0 / len(workers))
                     report.update()
         finally:
-            for p in workers:
+            started_workers = [p for p in workers if p.pid is not None]
+            for p in started_workers:
                 if p.is_alive():
                     p.terminate()
-            for p in workers:
+            for p in started_workers:
                 p.join(timeout=10)
         failed = [p.exitcode for p in workers if p.exitcode not in (0, None)]
         if failed:
@@ -315,6 +318,16 @@ def tune(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequence
                                "run the same command again to resume the study")
     report.close()
     return finish(output, study, settings, time.time() - started)
+
+
+def _wait_for_queue(study, worker, poll: float = 0.05) -> None:
+    """Until ``worker`` has taken the study's enqueued trials (trial 0, the recipe): SQLite
+    cannot lock the row, so two processes starting together could both take one (Optuna
+    then fails the second's ``tell``), and the others start after this."""
+    import optuna
+
+    while worker.is_alive() and study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        time.sleep(poll)
 
 
 @contextmanager

@@ -205,3 +205,32 @@ def test_the_same_search_runs_on_ray_tune(corpora, tmp_path, monkeypatch):
     assert best["state"] == "COMPLETE" and best["dev"] == max(t["dev"] for t in info["trials"] if t["state"] == "COMPLETE")
     assert load_model(output).config.train.lr == pytest.approx(best["params"]["train.lr"])
     assert "## Search" in (output / "README.md").read_text()
+
+
+def test_the_other_workers_start_once_the_first_has_taken_the_recipe_trial(tmp_path):
+    """SQLite cannot lock a row: two workers starting together could both pop trial 0 (the
+    recipe) and one then fails. The others start only once no trial is waiting."""
+    import threading
+
+    import optuna
+
+    from tagger.training.tune import _wait_for_queue
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.sqlite'}", direction="maximize")
+    study.enqueue_trial({"x": 1.0})
+    popped = threading.Event()
+
+    class Worker:  # stands in for worker 0's process: alive, takes the trial after a while
+        def is_alive(self):
+            return True
+
+    def take():
+        time.sleep(0.3)
+        study.ask()  # pops the waiting trial
+        popped.set()
+
+    threading.Thread(target=take).start()
+    started = time.monotonic()
+    _wait_for_queue(study, Worker())
+    assert popped.is_set() and time.monotonic() - started >= 0.25
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
