@@ -162,6 +162,8 @@ def _member_emissions(member: Model, encoder: OnnxEncoder | None, examples: Sequ
         batch = member.featurizer.batch(examples, with_labels=False)
         if encoder is None:
             return network(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing), batch.mask
+        if encoder.features:  # the whole network but the decoders in one ONNX Runtime call
+            return encoder.emissions(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing), batch.mask
         features = network.features(batch.words, batch.chars, batch.char_index, batch.casing)
         return encoder(features, batch.mask.sum(1)), batch.mask
 

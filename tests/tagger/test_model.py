@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 from pathlib import Path
@@ -126,10 +127,33 @@ def test_the_onnx_encoder_gives_the_torch_emissions(featurizer, examples, cell, 
     expected = run(model, batch)
     with torch.inference_mode():
         features = model.features(batch.words, batch.chars, batch.char_index, batch.casing)
-        got = OnnxEncoder(model)(features, batch.mask.sum(1))
+        got = OnnxEncoder(model, features=False)(features, batch.mask.sum(1))
     assert set(got) == set(expected)
     for task in expected:
         assert got[task].shape == expected[task].shape
+        torch.testing.assert_close(got[task][batch.mask], expected[task][batch.mask], atol=1e-5, rtol=1e-4)
+
+
+@needs_onnx
+@pytest.mark.parametrize("char, kernel, casing", [("cnn", 3, 0), ("cnn", 4, 4), ("none", 3, 4), ("lstm", 3, 0)])
+def test_the_onnx_graph_computes_the_features_too(featurizer, examples, char, kernel, casing):
+    """Word, character (CNN, any window) and casing features in the graph, from the ids: the
+    torch emissions, padding rows and characters included; a character BiLSTM stays in torch."""
+    model = network(featurizer, seed=5, **{"char.encoder": char, "char.kernel": kernel, "casing_dim": casing})
+    featurizer = copy.copy(featurizer)  # the fixture's, with casing classes when the model reads them
+    featurizer.casing = bool(casing)
+    batch = featurizer.batch(examples)
+    expected = run(model, batch)
+    encoder = OnnxEncoder(model)
+    assert encoder.features == (char != "lstm")
+    with torch.inference_mode():
+        if encoder.features:
+            got = encoder.emissions(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing)
+            with pytest.raises(ValueError, match="emissions"):
+                encoder(model.features(batch.words, batch.chars, batch.char_index, batch.casing), batch.mask.sum(1))
+        else:
+            got = encoder(model.features(batch.words, batch.chars, batch.char_index, batch.casing), batch.mask.sum(1))
+    for task in expected:
         torch.testing.assert_close(got[task][batch.mask], expected[task][batch.mask], atol=1e-5, rtol=1e-4)
 
 
