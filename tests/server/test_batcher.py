@@ -106,3 +106,21 @@ def test_up_to_workers_batches_are_tagged_at_once(tagger, workers):
 def test_a_batcher_needs_a_worker(tagger):
     with pytest.raises(ValueError, match="at least one worker"):
         MicroBatcher(tagger, workers=0)
+
+
+def test_a_result_is_converted_on_the_worker_thread(tagger):
+    """The service builds its response message off the event loop, right after tagging."""
+    async def main():
+        batcher = MicroBatcher(tagger, workers=2)
+        batcher.start()
+        try:
+            return await asyncio.gather(
+                batcher.submit("Paris is big .", False, convert=lambda d: (threading.current_thread().name, d)),
+                batcher.submit("Rome is old .", False))
+        finally:
+            await batcher.close()
+
+    (thread, converted), plain = asyncio.run(main())
+    assert thread.startswith("tagger") and thread != threading.main_thread().name
+    assert [t for s in converted.sentences for t, _, _ in s] == ["Paris", "is", "big", "."]
+    assert [t for s in plain.sentences for t, _, _ in s] == ["Rome", "is", "old", "."]
