@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -15,18 +14,12 @@ from server.convert import model_info, response_pb
 from server.metrics import Metrics
 from server.registry import ModelEntry, ModelRegistry, UnknownModel
 from server.settings import ServerSettings
-from tagger import TaggedText
 from tagger_proto.v1 import tagger_pb2 as pb
 from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tagger.server")
 
 STREAM_WINDOW = 256  # documents of one TagStream in flight at once: enough to fill micro-batches
-
-
-def _response(tagged: TaggedText, request_id: str, entries: list[ModelEntry], tasks: list[str],
-              scores: bool) -> pb.TagResponse:
-    return response_pb([tagged], request_id, entries, tasks, scores)
 
 
 class RequestError(Exception):
@@ -146,8 +139,8 @@ class TaggerService(pb_grpc.TaggerServicer):
             document = await serving[0][1].tokenize(document)
         try:
             if len(serving) == 1:  # the response is built on the worker thread, right after tagging
-                return await serving[0][1].submit(document, request.include_scores, deadline, functools.partial(
-                    _response, request_id=request.id, entries=entries, tasks=tasks, scores=request.include_scores))
+                return await serving[0][1].submit(document, request.include_scores, deadline, lambda tagged: response_pb(
+                    [tagged], request.id, entries, tasks, request.include_scores))
             results = await asyncio.gather(*(batcher.submit(document, request.include_scores, deadline)
                                              for _, batcher in serving))
         except QueueFull as error:

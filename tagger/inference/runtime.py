@@ -71,7 +71,7 @@ class OnnxEncoder:
         """(B, T, D) input features and (B,) lengths -> task -> (B, T, L) emissions (a graph
         built without the features)."""
         if self.features:
-            raise ValueError("this graph computes its own features: call emissions(batch)")
+            raise ValueError("this graph computes its own features: call emissions() with the batch's ids")
         return self._run({"in.features": features.detach().contiguous().numpy(),
                           "in.lengths": lengths.numpy().astype(np.int32)})
 
