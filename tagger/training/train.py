@@ -98,11 +98,12 @@ ARCHITECTURE = {"word_dim", "lowercase", "casing_dim", "char", "encoder"}
 
 def with_architecture(config: TaggerConfig, init: Model) -> TaggerConfig:
     """``config`` with ``init``'s architecture (embeddings, characters, encoder), so that its
-    weights fit; the tasks, dropouts and training settings stay ``config``'s. No vectors file
-    is read: the init model's word rows (its vectors, trained) take their place."""
+    weights fit; the tasks, dropouts, training settings and vectors stay ``config``'s. Vectors
+    give rows to the words the init model lacks (this corpus's, and the ``max_vectors`` most
+    frequent); the init model's own rows (its vectors, trained) replace theirs."""
     if len(init.members) > 1:
         raise ValueError("cannot start from an ensemble; start from one of its members (a member-N subdirectory)")
-    model = {**config.model.model_dump(), **init.config.model.model_dump(include=ARCHITECTURE), "vectors": None}
+    model = {**config.model.model_dump(), **init.config.model.model_dump(include=ARCHITECTURE)}
     return config.model_copy(update={"model": type(config.model).model_validate(model)})
 
 
@@ -240,6 +241,9 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         words, chars, labels, table, pretrained = build_vocabularies(config, train_data, extra)
         if teacher is not None:
             labels = teacher.labels()
+    if table is not None and init is not None and table.shape[1] != config.model.word_dim:
+        raise ValueError(f"vectors {config.model.vectors} have {table.shape[1]} dimensions, the words of "
+                         f"{tc.init_from} {config.model.word_dim}: give vectors of its size, or none (model.vectors='')")
     if table is not None:
         config = config.model_copy(deep=True)
         config.model.word_dim = table.shape[1]

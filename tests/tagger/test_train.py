@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,6 +179,32 @@ def test_init_from_starts_new_labels_on_a_trained_encoder(pos_examples, uner_sen
     config.train.init_from = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="missing: not a model directory"):
         train(config, ner, ner, tmp_path / "none", progress=False)
+
+
+def test_init_from_with_vectors_gives_rows_to_the_words_the_init_model_lacks(pos_examples, uner_sentences, tmp_path):
+    train_part, dev_part = pos_examples
+    source = train(small_config(epochs=1), train_part[:100], dev_part[:20], tmp_path / "pos", progress=False).model
+    ner = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["train"][:60]]
+    seen = {t.lower() for e in ner for t in e.tokens}
+    known = next(w for w in source.featurizer.words.items[2:] if w.isalpha() and w not in seen)
+    unseen = "zyxwvut"  # in neither corpus: this run knows it only from the vectors file
+    rng = np.random.default_rng(0)
+    rows = {word: rng.normal(size=32).round(4).astype(np.float32) for word in (known, unseen)}
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in rows.items()), encoding="utf-8")
+    config = small_config(epochs=1)
+    config.model.tasks = [TaskConfig(name="ner", kind="span")]
+    config.model.vectors, config.train.init_from = str(vectors), str(tmp_path / "pos")
+    dev = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:20]]
+    model = train(config, ner, dev, tmp_path / "ner", progress=False).model
+    table, words = model.network.word_embed.weight.detach().numpy(), model.featurizer.words.index
+    # neither word is in this corpus, so no step moved their rows (Adam without weight decay)
+    np.testing.assert_array_equal(table[words[unseen]], rows[unseen])  # the vectors' row
+    np.testing.assert_array_equal(table[words[known]],  # the init model's trained row, not the file's
+                                  source.network.word_embed.weight.detach().numpy()[source.featurizer.words.index[known]])
+    vectors.write_text(f"{unseen} {' '.join(['0.5'] * 20)}\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="vectors .* have 20 dimensions, the words of .* 32"):
+        train(config, ner, dev, tmp_path / "wrong", progress=False)
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_whole(pos_examples, tmp_path, monkeypatch):
