@@ -207,6 +207,48 @@ def test_init_from_with_vectors_gives_rows_to_the_words_the_init_model_lacks(pos
         train(config, ner, dev, tmp_path / "wrong", progress=False)
 
 
+def test_the_optimizer_updates_only_the_word_rows_in_use_and_trains_the_same_bit_for_bit(pos_examples, tmp_path,
+                                                                                         monkeypatch):
+    from tagger.training import train as training
+
+    train_part, dev_part = pos_examples
+    rng = np.random.default_rng(0)
+    words = sorted({t.lower() for e in dev_part for t in e.tokens} | {f"unseen{i}" for i in range(500)})
+    vectors = tmp_path / "vectors.txt"  # rows for words no training token uses: the table's tail
+    vectors.write_text("".join(f"{w} {' '.join(f'{x:.4f}' for x in rng.normal(size=32))}\n" for w in words),
+                       encoding="utf-8")
+    config = small_config(epochs=2)
+    config.model.vectors = str(vectors)
+    handed: list[int] = []
+    real = training._optimizer
+
+    def spy(config, network, rows=None):
+        handed.append(0 if rows is None else rows.rows.shape[0])
+        return real(config, network, rows)
+
+    monkeypatch.setattr(training, "_optimizer", spy)
+    fast = train(config, train_part[:120], dev_part[:30], tmp_path / "fast", progress=False).model
+    monkeypatch.setattr(training._WordRowsInUse, "of", classmethod(lambda cls, model, data: None))
+    whole = train(config, train_part[:120], dev_part[:30], tmp_path / "whole", progress=False).model
+    index = fast.featurizer.words.index
+    used = 1 + max(index.get(t.lower(), 1) for e in train_part[:120] for t in e.tokens)
+    assert handed == [used, 0] and used < len(fast.featurizer.words) - 500
+    for name, tensor in whole.network.state_dict().items():
+        assert torch.equal(fast.network.state_dict()[name], tensor), name
+    tail = fast.network.word_embed.weight.detach()[index["unseen0"]].numpy()
+    first = vectors.read_text(encoding="utf-8").split("\n")[words.index("unseen0")].split(" ")[1:]
+    np.testing.assert_array_equal(tail, np.asarray(first, dtype=np.float32))  # never moved
+    # a checkpoint whose optimizer state is the whole table's does not fit the rows-in-use run
+    def stop(record):
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(config, train_part[:120], dev_part[:30], tmp_path / "cut", progress=False, on_epoch=stop)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="optimizer state does not fit"):
+        train(config, train_part[:120], dev_part[:30], tmp_path / "cut", progress=False, resume=True)
+
+
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_whole(pos_examples, tmp_path, monkeypatch):
     import errno
 
