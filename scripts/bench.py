@@ -14,11 +14,11 @@ text, train, dev and test: 16,622 distinct texts; copies of one text would bucke
 well), a JSONL file out, as whole processes: `tagger tag` (without and with scores) against
 spaCy's pipelines doing the same job (scripts/spacy_tag_file.py: read, `nlp.pipe`, write
 the same records less the scores). Start-up (a one-document file, fastest of three) is
-reported apart and subtracted; each job is the faster of two runs (of three for ours, with
-and without scores taking turns). Its in-process peer is
+reported apart and subtracted. Its in-process peer is
 the same system's in-process call on the same texts, all of them in one call (which batches
 better than any job that streams a file can), timed like the job: one pass after loading and
-one document.
+one document. The in-process call, the job and (ours) the job with scores take turns, in two
+rounds (three for ours); each is the fastest of its rounds.
 """
 
 from __future__ import annotations
@@ -120,10 +120,18 @@ def run_seconds(command: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def in_process(name: str) -> float:
+    """Tokens/s of ``name``'s in-process call on every EWT text, in a process of its own."""
+    output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", "1", "--every"],
+                            capture_output=True, text=True, check=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])["tokens_per_s"]
+
+
 def file_job(name: str, source: Path, one: Path, work: Path, scores: bool = False) -> dict:
-    """Seconds of ``name``'s file job on ``source`` less its start-up (``one``: one document):
-    the faster of two runs; for our models, also the job with scores, its runs taking turns
-    with the plain job's (three each) so that the scores' cost is not the machine's drift."""
+    """Seconds of ``name``'s file job on ``source`` less its start-up (``one``: one document),
+    and its in-process peer's tokens/s: rounds in which the in-process call, the job and (for
+    our models) the job with scores take turns, so that neither ratio is the machine's drift;
+    the fastest of each (two rounds; three for ours)."""
     if name in SPACY:
         sys.path.insert(0, str(ROOT / "scripts"))
         from spacy_baseline import build
@@ -138,15 +146,14 @@ def file_job(name: str, source: Path, one: Path, work: Path, scores: bool = Fals
             return [str(tagger), "tag", "--model", str(ROOT / "models" / name), "--input", str(path),
                     "--output", str(work / "out.jsonl"), *([] if scored else ["--no-scores"])]
     startup = min(run_seconds(command(one)) for _ in range(3))
-    if not scores:
-        total = min(run_seconds(command(source)) for _ in range(2))
-        return {"startup_s": startup, "seconds": max(total - startup, 1e-9)}
-    plain, scored = [], []
-    for _ in range(3):
+    same, plain, scored = [], [], []
+    for _ in range(3 if scores else 2):
+        same.append(in_process(name))
         plain.append(run_seconds(command(source)))
-        scored.append(run_seconds(command(source, True)))
-    return {"startup_s": startup, "seconds": max(min(plain) - startup, 1e-9),
-            "scores_seconds": max(min(scored) - startup, 1e-9)}
+        if scores:
+            scored.append(run_seconds(command(source, True)))
+    result = {"startup_s": startup, "seconds": max(min(plain) - startup, 1e-9), "in_process": max(same)}
+    return result | ({"scores_seconds": max(min(scored) - startup, 1e-9)} if scores else {})
 
 
 def file_jobs(names: list[str]) -> None:
@@ -166,10 +173,8 @@ def file_jobs(names: list[str]) -> None:
         source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
         one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
         for name in names:
-            output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", "1", "--every"],
-                                    capture_output=True, text=True, check=True)
-            same = json.loads(output.stdout.strip().splitlines()[-1])["tokens_per_s"]
-            rows[name] = {"plain": file_job(name, source, one, work, scores=name not in SPACY), "in_process": same}
+            job = file_job(name, source, one, work, scores=name not in SPACY)
+            rows[name] = {"plain": job, "in_process": job["in_process"]}
     print()
     print(f"# the file job: JSONL of raw texts in (every EWT text: {len(texts):,} texts, {tokens:,} tokens), JSONL out; "
           f"whole processes, start-up reported apart and subtracted; {time.strftime('%Y-%m-%d %H:%M')}")
