@@ -60,9 +60,9 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example], extra_wor
     """Word, character and label vocabularies from the training data, plus the pretrained
     rows for the word vocabulary and which rows came from the vectors (both None without vectors).
 
-    With vectors, the word vocabulary is the training words plus the ``max_vectors`` most
-    frequent pretrained words, so the model stays small yet knows common unseen words;
-    ``extra_words`` (an init model's vocabulary) are kept the same way.
+    The word vocabulary is the training words, then ``extra_words`` (an init model's
+    vocabulary), then with vectors the ``max_vectors`` most frequent pretrained words, so
+    the model stays small yet knows common unseen words.
     """
     mc = config.model
     key = (lambda t: t.lower()) if mc.lowercase else (lambda t: t)
@@ -79,8 +79,7 @@ def build_vocabularies(config: TaggerConfig, train: Sequence[Example], extra_wor
         return Vocab.build(counts, mc.min_count, extra_words), Vocab.build(char_counts), labels, None, None
     vector_words, matrix = load_vectors(mc.vectors)
     row_of = {w: i for i, w in enumerate(vector_words)}
-    extra = [w for w in vector_words[: mc.max_vectors]]
-    words = Vocab.build(counts, mc.min_count, extra)
+    words = Vocab.build(counts, mc.min_count, [*extra_words, *vector_words[: mc.max_vectors]])
     rng = np.random.default_rng(config.train.seed)
     table = rng.normal(0, float(matrix.std()), size=(len(words), matrix.shape[1])).astype(np.float32)
     table[0] = 0
@@ -239,11 +238,14 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     else:
         extra = init.featurizer.words.items[2:] if init is not None else ()  # past <pad>, <unk>
         words, chars, labels, table, pretrained = build_vocabularies(config, train_data, extra)
+        if table is not None and init is not None and table.shape[1] != config.model.word_dim:
+            if main:  # e.g. a recipe's GloVe 50d on a model trained without them: as before vectors met init_from
+                print(f"vectors {config.model.vectors} not used: {table.shape[1]} dimensions, the words of "
+                      f"{tc.init_from} {config.model.word_dim}", file=sys.stderr)
+            config = config.model_copy(update={"model": config.model.model_copy(update={"vectors": None})})
+            words, chars, labels, table, pretrained = build_vocabularies(config, train_data, extra)
         if teacher is not None:
             labels = teacher.labels()
-    if table is not None and init is not None and table.shape[1] != config.model.word_dim:
-        raise ValueError(f"vectors {config.model.vectors} have {table.shape[1]} dimensions, the words of "
-                         f"{tc.init_from} {config.model.word_dim}: give vectors of its size, or none (model.vectors='')")
     if table is not None:
         config = config.model_copy(deep=True)
         config.model.word_dim = table.shape[1]
@@ -420,6 +422,19 @@ def _scheduler(config: TaggerConfig, optimizer: torch.optim.Optimizer, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+def _fitted(state: torch.Tensor, param: torch.Tensor | None, directory: Path) -> torch.Tensor:
+    """An optimizer state tensor for ``param``: as saved, or a whole word table's state cut to
+    the rows in use (a checkpoint from before :class:`_WordRowsInUse`: the rows past them
+    were never updated, so their state is all zero); anything else would fail at the next
+    step, and is refused here."""
+    if param is not None and (state.dim() == 0 or state.shape == param.shape):
+        return state
+    if (param is not None and state.dim() == param.dim() and state.shape[1:] == param.shape[1:]
+            and state.shape[0] > param.shape[0] and not state[param.shape[0]:].any()):
+        return state[: param.shape[0]]
+    raise ValueError(f"{directory}: the optimizer state does not fit this run's parameters; train again without resuming")
+
+
 def _save_checkpoint(directory: Path, network, optimizer, scheduler, state: dict[str, Any]) -> None:
     """Weights, optimiser tensors and RNG state as safetensors; everything else as JSON.
 
@@ -475,10 +490,9 @@ def _load_checkpoint(directory: Path, network, optimizer, scheduler) -> dict[str
             _, index, key = name.split(".", 2)
             per_param.setdefault(int(index), {})[key] = value
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    for index, values in per_param.items():  # a checkpoint of another run (or version) would fail at the next step
-        if index >= len(params) or any(v.dim() and v.shape != params[index].shape for v in values.values()):
-            raise ValueError(f"{directory}: the optimizer state does not fit this run's parameters; "
-                             "train again without resuming")
+    for index, values in per_param.items():
+        for key, value in values.items():
+            values[key] = _fitted(value, params[index] if index < len(params) else None, directory)
     optimizer.load_state_dict({"state": per_param, "param_groups": meta.pop("param_groups")})
     scheduler.load_state_dict({**scheduler.state_dict(), **meta.pop("scheduler")})
     torch.set_rng_state(tensors["rng.torch"])

@@ -181,12 +181,13 @@ def test_init_from_starts_new_labels_on_a_trained_encoder(pos_examples, uner_sen
         train(config, ner, ner, tmp_path / "none", progress=False)
 
 
-def test_init_from_with_vectors_gives_rows_to_the_words_the_init_model_lacks(pos_examples, uner_sentences, tmp_path):
+def test_init_from_with_vectors_gives_rows_to_the_words_the_init_model_lacks(pos_examples, uner_sentences, tmp_path,
+                                                                            capsys):
     train_part, dev_part = pos_examples
     source = train(small_config(epochs=1), train_part[:100], dev_part[:20], tmp_path / "pos", progress=False).model
     ner = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["train"][:60]]
     seen = {t.lower() for e in ner for t in e.tokens}
-    known = next(w for w in source.featurizer.words.items[2:] if w.isalpha() and w not in seen)
+    known, own = [w for w in source.featurizer.words.items[2:] if w.isalpha() and w not in seen][:2]
     unseen = "zyxwvut"  # in neither corpus: this run knows it only from the vectors file
     rng = np.random.default_rng(0)
     rows = {word: rng.normal(size=32).round(4).astype(np.float32) for word in (known, unseen)}
@@ -198,13 +199,20 @@ def test_init_from_with_vectors_gives_rows_to_the_words_the_init_model_lacks(pos
     dev = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:20]]
     model = train(config, ner, dev, tmp_path / "ner", progress=False).model
     table, words = model.network.word_embed.weight.detach().numpy(), model.featurizer.words.index
-    # neither word is in this corpus, so no step moved their rows (Adam without weight decay)
+    # no word here is in this corpus, so no step moved their rows (Adam without weight decay)
     np.testing.assert_array_equal(table[words[unseen]], rows[unseen])  # the vectors' row
-    np.testing.assert_array_equal(table[words[known]],  # the init model's trained row, not the file's
-                                  source.network.word_embed.weight.detach().numpy()[source.featurizer.words.index[known]])
+    trained = source.network.word_embed.weight.detach().numpy()
+    for word in (known, own):  # the init model's trained rows: over the file's, and where the file has none
+        np.testing.assert_array_equal(table[words[word]], trained[source.featurizer.words.index[word]])
+    assert set(source.featurizer.words.items) <= set(model.featurizer.words.items)
+    # vectors of another size than the init model's words (a recipe's GloVe on a model trained
+    # without them): not used, and said
     vectors.write_text(f"{unseen} {' '.join(['0.5'] * 20)}\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="vectors .* have 20 dimensions, the words of .* 32"):
-        train(config, ner, dev, tmp_path / "wrong", progress=False)
+    capsys.readouterr()
+    model = train(config, ner, dev, tmp_path / "other-size", progress=False).model
+    assert "vectors.txt not used: 20 dimensions, the words of" in capsys.readouterr().err
+    assert model.config.model.vectors is None and unseen not in model.featurizer.words.index
+    assert own in model.featurizer.words.index
 
 
 def test_the_optimizer_updates_only_the_word_rows_in_use_and_trains_the_same_bit_for_bit(pos_examples, tmp_path,
@@ -238,15 +246,31 @@ def test_the_optimizer_updates_only_the_word_rows_in_use_and_trains_the_same_bit
     tail = fast.network.word_embed.weight.detach()[index["unseen0"]].numpy()
     first = vectors.read_text(encoding="utf-8").split("\n")[words.index("unseen0")].split(" ")[1:]
     np.testing.assert_array_equal(tail, np.asarray(first, dtype=np.float32))  # never moved
-    # a checkpoint whose optimizer state is the whole table's does not fit the rows-in-use run
+    # a checkpoint with the whole table's optimizer state (as before the rows in use) resumes,
+    # its state cut to the rows in use, into the same model
     def stop(record):
         raise RuntimeError("stopped")
 
     with pytest.raises(RuntimeError, match="stopped"):
         train(config, train_part[:120], dev_part[:30], tmp_path / "cut", progress=False, on_epoch=stop)
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="optimizer state does not fit"):
-        train(config, train_part[:120], dev_part[:30], tmp_path / "cut", progress=False, resume=True)
+    resumed = train(config, train_part[:120], dev_part[:30], tmp_path / "cut", progress=False, resume=True).model
+    for name, tensor in fast.network.state_dict().items():
+        assert torch.equal(resumed.network.state_dict()[name], tensor), name
+
+
+def test_optimizer_state_that_fits_no_parameter_is_refused(tmp_path):
+    from tagger.training.train import _fitted
+
+    rows = torch.zeros(3, 2)
+    state = torch.zeros(5, 2)
+    state[:3] = 1.0
+    assert torch.equal(_fitted(state, rows, tmp_path), state[:3])  # a whole table's: the tail is zero
+    assert _fitted(torch.tensor(4.0), rows, tmp_path) == 4.0  # Adam's step count
+    state[4, 1] = 0.5  # a tail that moved: not a table cut to its rows in use
+    for wrong, param in ((state, rows), (torch.zeros(3, 4), rows), (torch.zeros(3, 2), None)):
+        with pytest.raises(ValueError, match="optimizer state does not fit"):
+            _fitted(wrong, param, tmp_path)
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one_whole(pos_examples, tmp_path, monkeypatch):
