@@ -22,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2, help="runs of each way, taking turns")
     parser.add_argument("--max-vectors", type=int, default=400_000)
+    parser.add_argument("--sentences", type=int, default=None, help="the first N training sentences (default: all)")
     args = parser.parse_args()
 
     from tagger.config import load_config
@@ -33,6 +34,7 @@ def main() -> None:
     config = load_config(None, overrides)
     config.model.tasks = tasks_for(WNUT / "wnut17train.conll", config.data, [None], "crf")
     train_data, dev_data = task_examples(WNUT / "wnut17train.conll", WNUT / "emerging.dev.conll", config)
+    train_data = train_data[: args.sentences]
     config = fit(config, train_data, overrides)
     real = training._WordRowsInUse.of
     seconds: dict[str, list[float]] = {"rows in use": [], "whole table": []}
