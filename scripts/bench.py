@@ -173,8 +173,7 @@ def file_jobs(names: list[str]) -> None:
         source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
         one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
         for name in names:
-            job = file_job(name, source, one, work, scores=name not in SPACY)
-            rows[name] = {"plain": job, "in_process": job["in_process"]}
+            rows[name] = file_job(name, source, one, work, scores=name not in SPACY)
     print()
     print(f"# the file job: JSONL of raw texts in (every EWT text: {len(texts):,} texts, {tokens:,} tokens), JSONL out; "
           f"whole processes, start-up reported apart and subtracted; {time.strftime('%Y-%m-%d %H:%M')}")
@@ -182,16 +181,16 @@ def file_jobs(names: list[str]) -> None:
           "scores cost | start-up s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
-        speed = tokens / row["plain"]["seconds"]
+        speed = tokens / row["seconds"]
         of = f"{speed / row['in_process']:.0%}"
         other = COMPARE.get(name)
-        versus = f"{speed / (tokens / rows[other]['plain']['seconds']):.2f}x {other}" if other in rows else ""
+        versus = f"{speed / (tokens / rows[other]['seconds']):.2f}x {other}" if other in rows else ""
         scored = cost = ""
-        if "scores_seconds" in row["plain"]:
-            scored = f"{tokens / row['plain']['scores_seconds']:,.0f}"
-            cost = f"{row['plain']['scores_seconds'] / row['plain']['seconds'] - 1:+.0%}"
+        if "scores_seconds" in row:
+            scored = f"{tokens / row['scores_seconds']:,.0f}"
+            cost = f"{row['scores_seconds'] / row['seconds'] - 1:+.0%}"
         print(f"| {name} | {speed:,.0f} | {row['in_process']:,.0f} | {of} | {versus} | {scored} | {cost} | "
-              f"{row['plain']['startup_s']:.2f} |")
+              f"{row['startup_s']:.2f} |")
 
 
 def main() -> None:

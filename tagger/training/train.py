@@ -297,8 +297,7 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
             soft = teacher.batch(indices, batch.mask.size(1)) if teacher is not None else None
             loss = objective(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing,
                              batch.tags, batch.has_tags, soft)
-            optimizer.zero_grad(set_to_none=True)
-            network.zero_grad(set_to_none=True)  # the word table's own gradient too (see _WordRowsInUse)
+            network.zero_grad(set_to_none=True)  # every parameter's, the whole word table's too (see _WordRowsInUse)
             loss.backward()
             if rows is not None:
                 rows.take_gradient()
