@@ -1,6 +1,6 @@
 """Tagging speed, side by side with spaCy, on the raw texts of the EWT test set.
 
-Usage: python scripts/bench.py [--runs 5] [--threads N] [--no-files | --files-only]
+Usage: python scripts/bench.py [--runs 5] [--threads N] [--rounds 3] [--no-files | --files-only]
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
 models/en-core, en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
@@ -17,8 +17,10 @@ the same records less the scores). Start-up (a one-document file, fastest of thr
 reported apart and subtracted. Its in-process peer is
 the same system's in-process call on the same texts, all of them in one call (which batches
 better than any job that streams a file can), timed like the job: one pass after loading and
-one document. The in-process call, the job and (ours) the job with scores take turns, in two
-rounds (three for ours); each is the fastest of its rounds.
+one document. The in-process call, the job and (ours) the job with scores take turns, in
+--rounds rounds (one fewer for spaCy, at least two); each ratio (job against in-process,
+scores against none) is taken within a round, where the machine's speed is one, and the
+table gives its median over rounds with the lowest and highest.
 """
 
 from __future__ import annotations
@@ -127,11 +129,12 @@ def in_process(name: str) -> float:
     return json.loads(output.stdout.strip().splitlines()[-1])["tokens_per_s"]
 
 
-def file_job(name: str, source: Path, one: Path, work: Path, scores: bool = False) -> dict:
-    """Seconds of ``name``'s file job on ``source`` less its start-up (``one``: one document),
-    and its in-process peer's tokens/s: rounds in which the in-process call, the job and (for
-    our models) the job with scores take turns, so that neither ratio is the machine's drift;
-    the fastest of each (two rounds; three for ours)."""
+def file_job(name: str, source: Path, one: Path, work: Path, tokens: int, rounds: int, scores: bool = False) -> dict:
+    """``name``'s file job on ``source`` (``tokens`` gold tokens) less its start-up (``one``: one
+    document, fastest of three), against its in-process peer, in ``rounds`` rounds in which the
+    in-process call, the job and (for our models) the job with scores take turns. Each ratio is
+    taken inside a round, so that the machine's drift between rounds cancels; the row has the
+    median over rounds and the lowest and highest."""
     if name in SPACY:
         sys.path.insert(0, str(ROOT / "scripts"))
         from spacy_baseline import build
@@ -146,17 +149,24 @@ def file_job(name: str, source: Path, one: Path, work: Path, scores: bool = Fals
             return [str(tagger), "tag", "--model", str(ROOT / "models" / name), "--input", str(path),
                     "--output", str(work / "out.jsonl"), *([] if scored else ["--no-scores"])]
     startup = min(run_seconds(command(one)) for _ in range(3))
-    same, plain, scored = [], [], []
-    for _ in range(3 if scores else 2):
-        same.append(in_process(name))
-        plain.append(run_seconds(command(source)))
+    speed, of, cost = [], [], []
+    for _ in range(rounds):
+        same = in_process(name)
+        plain = max(run_seconds(command(source)) - startup, 1e-9)
+        speed.append(tokens / plain)
+        of.append(tokens / plain / same)
         if scores:
-            scored.append(run_seconds(command(source, True)))
-    result = {"startup_s": startup, "seconds": max(min(plain) - startup, 1e-9), "in_process": max(same)}
-    return result | ({"scores_seconds": max(min(scored) - startup, 1e-9)} if scores else {})
+            cost.append(max(run_seconds(command(source, True)) - startup, 1e-9) / plain - 1)
+    return {"startup_s": startup, "tokens_per_s": speed, "of_in_process": of, "scores_cost": cost}
 
 
-def file_jobs(names: list[str]) -> None:
+def _spread(values: list[float], form: str) -> str:
+    """The median, and the lowest and highest when there are several: ``"98% (91-104%)"``."""
+    middle = format(statistics.median(values), form)
+    return middle if len(values) < 2 else f"{middle} ({format(min(values), form)} to {format(max(values), form)})"
+
+
+def file_jobs(names: list[str], rounds: int = 3) -> None:
     """Print the file-job table (see the module docstring): each system's job, and its
     in-process call (``Tagger.tag_texts``, ``nlp.pipe``) on the same texts in one process."""
     import tempfile
@@ -173,23 +183,21 @@ def file_jobs(names: list[str]) -> None:
         source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
         one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
         for name in names:
-            rows[name] = file_job(name, source, one, work, scores=name not in SPACY)
+            ours = name not in SPACY
+            rows[name] = file_job(name, source, one, work, tokens, rounds if ours else max(2, rounds - 1), scores=ours)
     print()
     print(f"# the file job: JSONL of raw texts in (every EWT text: {len(texts):,} texts, {tokens:,} tokens), JSONL out; "
           f"whole processes, start-up reported apart and subtracted; {time.strftime('%Y-%m-%d %H:%M')}")
-    print("| system | tokens/s | in-process, same texts | of in-process | vs spaCy, same job | with scores | "
-          "scores cost | start-up s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"# {rounds} rounds for ours, {max(2, rounds - 1)} for spaCy: each ratio is taken within a round, "
+          "median (lowest to highest)")
+    print("| system | tokens/s | of in-process, same texts | vs spaCy, same job | scores cost | start-up s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
-        speed = tokens / row["seconds"]
-        of = f"{speed / row['in_process']:.0%}"
+        speed = statistics.median(row["tokens_per_s"])
         other = COMPARE.get(name)
-        versus = f"{speed / (tokens / rows[other]['seconds']):.2f}x {other}" if other in rows else ""
-        scored = cost = ""
-        if "scores_seconds" in row:
-            scored = f"{tokens / row['scores_seconds']:,.0f}"
-            cost = f"{row['scores_seconds'] / row['seconds'] - 1:+.0%}"
-        print(f"| {name} | {speed:,.0f} | {row['in_process']:,.0f} | {of} | {versus} | {scored} | {cost} | "
+        versus = f"{speed / statistics.median(rows[other]['tokens_per_s']):.2f}x {other}" if other in rows else ""
+        cost = _spread(row["scores_cost"], "+.0%") if row["scores_cost"] else ""
+        print(f"| {name} | {speed:,.0f} | {_spread(row['of_in_process'], '.0%')} | {versus} | {cost} | "
               f"{row['startup_s']:.2f} |")
 
 
@@ -199,6 +207,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-files", action="store_true", help="in-process rows only")
     parser.add_argument("--files-only", action="store_true", help="the file-job rows only")
+    parser.add_argument("--rounds", type=int, default=3, help="file-job rounds for our models (spaCy's: one fewer, at least 2)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--every", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,7 +220,7 @@ def main() -> None:
     rows = {}
     ours = [n for n in OURS if is_model_directory(ROOT / "models" / n)]
     if args.files_only:
-        file_jobs([*ours, *SPACY])
+        file_jobs([*ours, *SPACY], args.rounds)
         return
     # an ensemble's first member alone: what the ensemble costs and gains
     ours += [f"{n}/member-1" for n in ours if (ROOT / "models" / n / "ensemble.json").exists()]
@@ -237,7 +246,7 @@ def main() -> None:
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")
     if not args.no_files:
-        file_jobs([n for n in [*ours, *SPACY] if "/" not in n])
+        file_jobs([n for n in [*ours, *SPACY] if "/" not in n], args.rounds)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def jsonl_line(doc_id: Any, tagged: TaggedText, tasks: list[str], span_tasks: Co
             columns = []
             for task, result in prediction.items():
                 name = q[task]
-                values = _numbers(result.scores, len(sentence))
+                values = scores if task == primary else _numbers(result.scores, len(sentence))
                 columns.append([f'{name}: {{"value": {q[label]}, "score": {score}}}'
                                 for label, score in zip(result.labels, values)])
             tokens.extend(f'{head}, "labels": {{{", ".join(parts)}}}}}' for head, *parts in zip(heads, *columns))
