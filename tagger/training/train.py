@@ -7,6 +7,7 @@ The output directory always holds the best model so far (a loadable model direct
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -14,7 +15,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -289,26 +290,28 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress or not sys.stderr.isatty(),
                    unit="batch", leave=False)
         total, seen = 0.0, 0
-        for step, indices in enumerate(bar, start=1):
-            batch = model.featurizer.batch([train_data[i] for i in indices])
-            if config.model.word_dropout:
-                drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
-                batch.words = batch.words.masked_fill(drop, 1)  # 1 = unknown word
-            soft = teacher.batch(indices, batch.mask.size(1)) if teacher is not None else None
-            loss = objective(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing,
-                             batch.tags, batch.has_tags, soft)
-            network.zero_grad(set_to_none=True)  # every parameter's, the whole word table's too (see _WordRowsInUse)
-            loss.backward()
-            if rows is not None:
-                rows.take_gradient()
-            torch.nn.utils.clip_grad_norm_(network.parameters(), tc.clip)
-            optimizer.step()
-            if config.train.schedule == "linear":
-                scheduler.step()
-            total, seen = total + float(loss.detach()) * len(indices), seen + len(indices)
-            bar.set_postfix(loss=f"{total / seen:.3f}", dev=f"{state['best']:.4f}")
-            if on_step and (step % STEP_EVERY == 0 or step == len(batches)):
-                on_step({"epoch": epoch, "step": step, "steps": len(batches), "loss": total / seen})
+        lookup = rows.looked_up(not context.enabled and not config.model.freeze_vectors) if rows is not None else contextlib.nullcontext()
+        with lookup:  # (frozen vectors: their gradient hook is on the whole table)
+            for step, indices in enumerate(bar, start=1):
+                batch = model.featurizer.batch([train_data[i] for i in indices])
+                if config.model.word_dropout:
+                    drop = (torch.rand(batch.words.shape) < config.model.word_dropout) & batch.mask
+                    batch.words = batch.words.masked_fill(drop, 1)  # 1 = unknown word
+                soft = teacher.batch(indices, batch.mask.size(1)) if teacher is not None else None
+                loss = objective(batch.words, batch.chars, batch.char_index, batch.mask, batch.casing,
+                                 batch.tags, batch.has_tags, soft)
+                network.zero_grad(set_to_none=True)  # every parameter's (the word table's: see _WordRowsInUse)
+                loss.backward()
+                if rows is not None:
+                    rows.take_gradient()
+                torch.nn.utils.clip_grad_norm_(network.parameters(), tc.clip)
+                optimizer.step()
+                if config.train.schedule == "linear":
+                    scheduler.step()
+                total, seen = total + float(loss.detach()) * len(indices), seen + len(indices)
+                bar.set_postfix(loss=f"{total / seen:.3f}", dev=f"{state['best']:.4f}")
+                if on_step and (step % STEP_EVERY == 0 or step == len(batches)):
+                    on_step({"epoch": epoch, "step": step, "steps": len(batches), "loss": total / seen})
         bar.close()
         reports = evaluate_model(model, dev_data) if main else {}
         score = distributed.broadcast(dev_score(model, reports) if main else 0.0, context)
@@ -375,31 +378,49 @@ def _check_labels(base: Model, data: Sequence[Example]) -> None:
 
 class _WordRowsInUse:
     """The rows of the word table that training tokens use, handed to the optimizer in place of
-    the whole table.
+    the whole table, and (:meth:`looked_up`) the table the training steps look words up in.
 
     The rows past the last one any training token maps to (words known only from the vectors
     or from an init model) never get a gradient, so Adam or SGD without weight decay never
     moves them, yet updates every row at every step: with all 400,000 GloVe rows, that is
     20 million numbers a step for the few thousand words a corpus has. ``rows`` shares the
     table's storage, so the optimizer's in-place updates are the table's: the same training,
-    bit for bit, and an optimizer state (and checkpoint) the size of the rows in use.
+    bit for bit, and an optimizer state (and checkpoint) the size of the rows in use. Looked up
+    through ``rows``, backward also fills a gradient of the rows in use alone, where the whole
+    table's was zero-filled, summed into and norm-clipped at every step.
     """
 
-    def __init__(self, table: torch.nn.Parameter, used: int):
-        self.table = table
-        self.rows = torch.nn.Parameter(table.data[:used])
+    def __init__(self, embedding: torch.nn.Embedding, used: int):
+        self.embedding = embedding
+        self.table = embedding.weight
+        self.rows = torch.nn.Parameter(self.table.data[:used])
 
     @classmethod
     def of(cls, model: Model, train_data: Sequence[Example]) -> "_WordRowsInUse | None":
         """For ``model``'s word table and its training examples; None if every row is in use."""
         index, key = model.featurizer.words.index, model.featurizer.word_key
         used = 1 + max((index.get(key(t), 1) for e in train_data for t in e.tokens), default=1)
-        table = model.network.word_embed.weight
-        return cls(table, used) if used < table.shape[0] else None
+        embedding = model.network.word_embed
+        return cls(embedding, used) if used < embedding.weight.shape[0] else None
 
     def take_gradient(self) -> None:
         """After backward: the rows' gradient is the table's (a view of it, as clipping scales it)."""
-        self.rows.grad = None if self.table.grad is None else self.table.grad[: self.rows.shape[0]]
+        if self.embedding.weight is not self.rows:
+            self.rows.grad = None if self.table.grad is None else self.table.grad[: self.rows.shape[0]]
+
+    @contextlib.contextmanager
+    def looked_up(self, enabled: bool = True) -> Iterator[None]:
+        """Training steps look words up in the rows in use (every training token's id is below
+        their end), the whole table back afterwards (for dev words, saving, checkpoints). Not
+        under DistributedDataParallel, which holds the table's own parameter."""
+        if not enabled:
+            yield
+            return
+        self.embedding.weight = self.rows
+        try:
+            yield
+        finally:
+            self.embedding.weight = self.table
 
 
 def _optimizer(config: TaggerConfig, network: torch.nn.Module, rows: _WordRowsInUse | None = None

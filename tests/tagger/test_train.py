@@ -235,12 +235,24 @@ def test_the_optimizer_updates_only_the_word_rows_in_use_and_trains_the_same_bit
         return real(config, network, rows)
 
     monkeypatch.setattr(training, "_optimizer", spy)
+    looked_up: set[int] = set()  # rows of the word table the training steps look words up in
+    embed = torch.nn.Embedding.forward
+
+    def spy_embed(self, ids):
+        if self.training and self.embedding_dim == config.model.word_dim:
+            looked_up.add(self.weight.shape[0])
+        return embed(self, ids)
+
+    monkeypatch.setattr(torch.nn.Embedding, "forward", spy_embed)
     fast = train(config, train_part[:120], dev_part[:30], tmp_path / "fast", progress=False).model
+    fast_looked_up = set(looked_up)
+    looked_up.clear()
     monkeypatch.setattr(training._WordRowsInUse, "of", classmethod(lambda cls, model, data: None))
     whole = train(config, train_part[:120], dev_part[:30], tmp_path / "whole", progress=False).model
     index = fast.featurizer.words.index
     used = 1 + max(index.get(t.lower(), 1) for e in train_part[:120] for t in e.tokens)
     assert handed == [used, 0] and used < len(fast.featurizer.words) - 500
+    assert fast_looked_up == {used} and looked_up == {len(fast.featurizer.words)}  # the rows in use; the whole table
     for name, tensor in whole.network.state_dict().items():
         assert torch.equal(fast.network.state_dict()[name], tensor), name
     tail = fast.network.word_embed.weight.detach()[index["unseen0"]].numpy()
