@@ -290,8 +290,10 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress or not sys.stderr.isatty(),
                    unit="batch", leave=False)
         total, seen = 0.0, 0
-        lookup = rows.looked_up(not context.enabled and not config.model.freeze_vectors) if rows is not None else contextlib.nullcontext()
-        with lookup:  # (frozen vectors: their gradient hook is on the whole table)
+        # the steps look words up in the rows in use, except under DDP (it holds the whole table's
+        # parameter) and with frozen vectors (their gradient hook is on the whole table)
+        in_use = rows is not None and not context.enabled and not config.model.freeze_vectors
+        with rows.looked_up() if in_use else contextlib.nullcontext():  # type: ignore[union-attr]
             for step, indices in enumerate(bar, start=1):
                 batch = model.featurizer.batch([train_data[i] for i in indices])
                 if config.model.word_dropout:
@@ -409,13 +411,9 @@ class _WordRowsInUse:
             self.rows.grad = None if self.table.grad is None else self.table.grad[: self.rows.shape[0]]
 
     @contextlib.contextmanager
-    def looked_up(self, enabled: bool = True) -> Iterator[None]:
+    def looked_up(self) -> Iterator[None]:
         """Training steps look words up in the rows in use (every training token's id is below
-        their end), the whole table back afterwards (for dev words, saving, checkpoints). Not
-        under DistributedDataParallel, which holds the table's own parameter."""
-        if not enabled:
-            yield
-            return
+        their end), the whole table back afterwards (for dev words, saving, checkpoints)."""
         self.embedding.weight = self.rows
         try:
             yield

@@ -80,7 +80,8 @@ def test_frozen_vectors_stay_fixed_while_other_rows_learn(tmp_path, ewt_sentence
     from tagger.training.train import train
 
     path = tmp_path / "glove.txt"
-    path.write_text("the 0.1 0.2 0.3\n. -0.5 0.25 1\nof 1.5 -2 0.75\n")
+    # "zzunseen": a row past the training words', so training runs with the word rows in use
+    path.write_text("the 0.1 0.2 0.3\n. -0.5 0.25 1\nof 1.5 -2 0.75\nzzunseen 1 1 1\n")
     config = TaggerConfig()
     config.model.tasks = [TaskConfig(name="upos", kind="tag")]
     config.model.vectors, config.model.freeze_vectors = str(path), True
