@@ -182,13 +182,14 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
         source, one = work / "texts.jsonl", work / "one.jsonl"
         source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
         one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
+        spacy_rounds = max(2, rounds - 1)
         for name in names:
             ours = name not in SPACY
-            rows[name] = file_job(name, source, one, work, tokens, rounds if ours else max(2, rounds - 1), scores=ours)
+            rows[name] = file_job(name, source, one, work, tokens, rounds if ours else spacy_rounds, scores=ours)
     print()
     print(f"# the file job: JSONL of raw texts in (every EWT text: {len(texts):,} texts, {tokens:,} tokens), JSONL out; "
           f"whole processes, start-up reported apart and subtracted; {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"# {rounds} rounds for ours, {max(2, rounds - 1)} for spaCy: each ratio is taken within a round, "
+    print(f"# {rounds} rounds for ours, {spacy_rounds} for spaCy: each ratio is taken within a round, "
           "median (lowest to highest)")
     print("| system | tokens/s | of in-process, same texts | vs spaCy, same job | scores cost | start-up s |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -269,6 +269,9 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         objective = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=len(config.model.tasks) > 1)
         torch.manual_seed(tc.seed + context.rank)
     rows = _WordRowsInUse.of(model, train_data) if not tc.weight_decay else None
+    # the steps look words up in those rows too, except under DDP (it holds the whole table's
+    # parameter) and with frozen vectors (their gradient hook is on the whole table)
+    lookup_rows = rows is not None and not context.enabled and not config.model.freeze_vectors
     optimizer = _optimizer(config, network, rows)
     steps_per_epoch = math.ceil(len(train_data) / tc.batch_size / context.world_size)
     scheduler = _scheduler(config, optimizer, steps_per_epoch)
@@ -290,10 +293,7 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         bar = tqdm(batches, desc=f"epoch {epoch}/{tc.epochs}", disable=not progress or not sys.stderr.isatty(),
                    unit="batch", leave=False)
         total, seen = 0.0, 0
-        # the steps look words up in the rows in use, except under DDP (it holds the whole table's
-        # parameter) and with frozen vectors (their gradient hook is on the whole table)
-        in_use = rows is not None and not context.enabled and not config.model.freeze_vectors
-        with rows.looked_up() if in_use else contextlib.nullcontext():  # type: ignore[union-attr]
+        with rows.looked_up() if lookup_rows else contextlib.nullcontext():  # type: ignore[union-attr]
             for step, indices in enumerate(bar, start=1):
                 batch = model.featurizer.batch([train_data[i] for i in indices])
                 if config.model.word_dropout:
@@ -406,7 +406,8 @@ class _WordRowsInUse:
         return cls(embedding, used) if used < embedding.weight.shape[0] else None
 
     def take_gradient(self) -> None:
-        """After backward: the rows' gradient is the table's (a view of it, as clipping scales it)."""
+        """After backward: the rows' gradient is the table's (a view of it, as clipping scales
+        it), unless the steps looked words up in the rows themselves."""
         if self.embedding.weight is not self.rows:
             self.rows.grad = None if self.table.grad is None else self.table.grad[: self.rows.shape[0]]
 
