@@ -11,7 +11,8 @@ scores (tagger/model/ensemble.py). A name in DISTILLED is a student (tagger/trai
 from bundled teachers (built before it) on the training text (with --unlabeled, also on
 scripts/unlabeled_text.py's text), once per size in STUDENT_SIZES (runs/NAME-SIZE,
 one teacher labelling shared in runs/NAME-teachers); the fastest size whose dev scores are within
-DEV_SLACK of the best size's is bundled, and the card lists every size.
+DEV_SLACK of the best size's is bundled, its word table pruned to the fewest rows of WORD_ROWS
+within DEV_SLACK of the whole table's dev scores, and the card lists every size and row count.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ ENSEMBLES = {"en-ner": [("en-ner", {"train.seed": 2}), ("en-joint", {}),
 CONTEXT = {"en-ner": 0.5}
 # name -> its teachers (bundled models); the student's recipe is configs/NAME.toml
 DISTILLED = {"en-core": ["en-pos", "en-ner"]}
-STUDENT_SIZES = {"en-core": [128, 192, 256]}  # BiLSTM units per direction
+STUDENT_SIZES = {"en-core": [256, 384, 512]}  # BiLSTM units per direction
+# name -> word-table sizes the chosen student may be pruned to (tagger prune): its recipe keeps
+# every GloVe word (400,000 rows, ~55 MB of vocabulary in memory besides the weights)
+WORD_ROWS = {"en-core": [200_000, 150_000, 100_000, 50_000]}
 DEV_SLACK = {"tag": 0.001, "span": 0.005}  # how far below the best size's dev score a faster size may be
 MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75, "en-core": 40}  # measured on the 2-core machine
 
@@ -145,7 +149,8 @@ def build(name: str, reuse: bool = False, sizes: list[int] | None = None, unlabe
         curve = None
     elif name in DISTILLED:
         result, work, students = build_student(name, splits, reuse, sizes, unlabeled)
-        metrics = dict(result.metrics, students=students)
+        result, word_rows = prune_student(name, result, splits)
+        metrics = dict(result.metrics, students=students, word_rows=word_rows)
         metrics["test"] = evaluate_model(result.model, splits["test"].examples)
         save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
         curve = work / "training-curve.png"
@@ -244,6 +249,30 @@ def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None 
     print(f"{name}: bundling the {chosen['hidden']}-unit student", file=sys.stderr)
     result, work = results[chosen["hidden"]]
     return result, work, rows
+
+
+def prune_student(name: str, result, splits: dict):
+    """The student pruned to the fewest rows of WORD_ROWS[name] whose dev scores are within
+    DEV_SLACK of the whole table's, and a row per size (dev, test, weights MB) for the card."""
+    from tagger.model.artifact import prune_words
+    from tagger.training.train import TrainResult, evaluate_model
+
+    full = len(result.model.featurizer.words)
+    kinds = {t.name: t.kind for t in result.model.config.model.tasks}
+    rows, models = [], {}
+    for keep in [full, *(k for k in WORD_ROWS.get(name, []) if k < full)]:
+        model = prune_words(result.model, keep)
+        dev = result.metrics["dev"] if keep == full else evaluate_model(model, splits["dev"].examples)
+        models[keep] = (model, dev)
+        rows.append({"rows": keep, "dev": {t: _main(r) for t, r in dev.items()},
+                     "test": {t: _main(r) for t, r in evaluate_model(model, splits["test"].examples).items()},
+                     "weights_mb": sum(v.numel() for v in model.network.state_dict().values()) * 2 / 2**20})
+    good = [r for r in rows if all(r["dev"][t] >= rows[0]["dev"][t] - DEV_SLACK[kinds[t]] for t in kinds)]
+    chosen = min(good, key=lambda r: r["rows"])
+    chosen["chosen"] = True
+    print(f"{name}: keeping {chosen['rows']:,} of {full:,} word rows", file=sys.stderr)
+    model, dev = models[chosen["rows"]]
+    return TrainResult(model, dict(result.metrics, dev=dev)), (rows if len(rows) > 1 else None)
 
 
 def _relative(path: str) -> str:

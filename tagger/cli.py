@@ -1,4 +1,5 @@
-"""Command line: ``tagger train``, ``tagger tune``, ``tagger distill``, ``tagger evaluate``, ``tagger ensemble``, ``tagger tag``.
+"""Command line: ``tagger train``, ``tagger tune``, ``tagger distill``, ``tagger evaluate``, ``tagger ensemble``,
+``tagger prune``, ``tagger tag``.
 
 A thin layer: it parses options, calls library functions, prints, and turns the
 library's errors into one ``error: ...`` line and exit status 2.
@@ -303,6 +304,32 @@ def ensemble(
     except (ArtifactError, UserError, ValueError, OSError) as error:
         _fail(error)
     typer.echo(f"wrote {output}: {len(members)} members", err=True)
+
+
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="model directory (one model; prune an ensemble's members one by one)")],
+    words: Annotated[int, typer.Option("--words", min=2, help="word rows to keep: the training words come first, then "
+                                       "the pretrained vectors' words, most frequent first")],
+    output: Annotated[Path, typer.Option("--output", help="the pruned model's directory")],
+    full: Annotated[bool, typer.Option("--fp32", help="keep fp32 weights (default fp16)")] = False,
+) -> None:
+    """Keep the first N rows of a model's word table: a model trained with many vector words
+    (model.max_vectors) ships smaller; score it on dev with tagger evaluate for what it costs."""
+    from tagger.model.artifact import ArtifactError, WEIGHTS, prune_words, save_model
+    from tagger.model.directory import load_model
+
+    try:
+        if output.resolve() == model.resolve():
+            raise UserError(f"--output {output} is the model itself; write the pruned model elsewhere")
+        loaded = load_model(model)
+        before = len(loaded.featurizer.words)
+        save_model(prune_words(loaded, words), output, half=not full)
+    except (ArtifactError, UserError, ValueError, OSError) as error:
+        _fail(error)
+    kept = min(words, before)
+    typer.echo(f"wrote {output}: {kept:,} of {before:,} word rows kept; weights "
+               f"{(output / WEIGHTS).stat().st_size / 2**20:.1f} MB", err=True)
 
 
 def _pick_task(tasks: dict[str, str], data: str, fmt: CorpusFormat) -> str:

@@ -139,7 +139,7 @@ class SequenceTagger(nn.Module):
 
     def features(self, words: Tensor, chars: Tensor, char_index: Tensor, casing: Tensor | None = None) -> Tensor:
         """The encoder's input: word, character and casing features concatenated, (B, T, D)."""
-        features = [self.word_embed(words)]  # (B, T, Dw)
+        features = [self.word_embed(words).float()]  # (B, T, Dw); a loaded table may be fp16
         if self.chars is not None:
             forms = self.chars(chars)  # (U, Dc)
             features.append(forms[char_index])  # (B, T, Dc)

@@ -52,10 +52,16 @@ def test_the_service_serves_en_core_as_the_default_in_one_pass(loop_thread, tmp_
         loop_thread.run(running.stop(0))
 
 
-def test_the_card_records_the_teachers_and_the_student_sizes():
+def test_the_card_records_the_teachers_the_student_sizes_and_the_word_rows():
     config = json.loads((CORE / "config.json").read_text())
     assert config["distill"]["tasks"] == {"upos": "models/en-pos", "xpos": "models/en-pos", "ner": "models/en-ner"}
     metrics = json.loads((CORE / "metrics.json").read_text())
     assert len(metrics["students"]) >= 2 and sum(row["chosen"] for row in metrics["students"]) == 1
     card = (CORE / "README.md").read_text()
     assert "## Distillation" in card and "Student size" in card
+    # The word table was pruned to the chosen row count, which the card's table marks.
+    rows = metrics["word_rows"]
+    chosen = [row for row in rows if row.get("chosen")]
+    assert len(rows) >= 2 and len(chosen) == 1
+    assert len(json.loads((CORE / "vocab.json").read_text())["words"]) == chosen[0]["rows"]
+    assert "Word rows kept" in card and f"| {chosen[0]['rows']:,} |" in card

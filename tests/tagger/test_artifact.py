@@ -140,8 +140,9 @@ def test_half_precision_weights(model, model_dir, tmp_path, sentences):
     assert size < 0.6 * full_size
     half = load_model(half_dir)
     for name, tensor in half.network.state_dict().items():
-        assert tensor.dtype == torch.float32, name  # computed in fp32 after loading
-        torch.testing.assert_close(tensor, model.network.state_dict()[name], atol=1e-3, rtol=1e-3)
+        # computed in fp32 after loading; the word table stays fp16 (rows widened when looked up)
+        assert tensor.dtype == (torch.float16 if name == "word_embed.weight" else torch.float32), name
+        torch.testing.assert_close(tensor.float(), model.network.state_dict()[name], atol=1e-3, rtol=1e-3)
     token_lists = [s.tokens for s in sentences]
     full, mask = emissions(model, token_lists)
     approx, _ = emissions(half, token_lists)
@@ -150,6 +151,74 @@ def test_half_precision_weights(model, model_dir, tmp_path, sentences):
     tags_full, tags_half = model.network.decode(full, mask), half.network.decode(approx, mask)
     agree = (tags_full["upos"][0] == tags_half["upos"][0])[mask].float().mean().item()
     assert agree > 0.95
+
+
+def test_an_fp16_word_table_kept_in_memory_computes_what_fp32_would(model, tmp_path, sentences):
+    """The fp16 table a half model loads with gives the emissions of the same values in fp32,
+    bit for bit; saved again in fp32 (the default) it is fp32 on disk and in memory."""
+    save_model(model, tmp_path / "half", half=True)
+    half = load_model(tmp_path / "half")
+    save_model(half, tmp_path / "full")
+    assert load_file(str(tmp_path / "full" / "weights.safetensors"))["word_embed.weight"].dtype == torch.float32
+    full = load_model(tmp_path / "full")
+    assert full.network.word_embed.weight.dtype == torch.float32
+    assert half.network.word_embed.weight.element_size() * 2 == full.network.word_embed.weight.element_size()
+    token_lists = [s.tokens for s in sentences] + [["Zyzzyva", "unseen", "WORDS"]]
+    (a, mask), (b, _) = emissions(half, token_lists), emissions(full, token_lists)
+    for task in ("upos", "ner"):
+        assert torch.equal(a[task], b[task]), task
+
+
+def test_models_with_the_same_vocabulary_file_share_it(model, model_dir, tmp_path):
+    """An ensemble's members, or models trained on one corpus, hold one vocabulary in memory;
+    a file that differs in one word gets its own, and nothing is kept once no model holds it."""
+    import gc
+
+    from tagger.model import artifact
+
+    first, second = load_model(model_dir), load_model(model_dir)
+    assert first.featurizer.words is second.featurizer.words and first.featurizer.chars is second.featurizer.chars
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    rewrite_json(other / VOCAB, lambda v: v["words"].__setitem__(-1, "zyzzyva"))
+    third = load_model(other)
+    assert third.featurizer.words is not first.featurizer.words
+    assert third.featurizer.words.items[-1] == "zyzzyva" != first.featurizer.words.items[-1]
+    assert third.featurizer.words.id("zyzzyva") == len(third.featurizer.words) - 1
+    assert first.featurizer.words.id("zyzzyva") == 1  # unknown: the shared vocabulary was not changed
+    del first, second, third
+    gc.collect()
+    assert len(artifact._VOCABULARIES) == 0
+
+
+def test_pruning_keeps_the_first_word_rows(model, sentences, tmp_path):
+    from tagger.model.artifact import prune_words
+
+    words = model.featurizer.words
+    keep = len(words) // 2
+    pruned = prune_words(model, keep)
+    assert pruned.featurizer.words.items == words.items[:keep]
+    table, before = pruned.network.word_embed.weight, model.network.word_embed.weight
+    assert table.shape == (keep, before.shape[1]) and torch.equal(table, before[:keep])
+    for name, tensor in model.network.state_dict().items():
+        if name != "word_embed.weight":
+            assert torch.equal(pruned.network.state_dict()[name], tensor), name
+    kept, dropped = words.items[keep - 1], words.items[keep]
+    assert pruned.featurizer.words.id(kept) == keep - 1 and pruned.featurizer.words.id(dropped) == 1
+    # Sentences of kept words only: the same emissions; a dropped word is the unknown word.
+    known = [[t for t in s.tokens if words.id(t.lower()) < keep] for s in sentences]
+    known = [tokens for tokens in known if tokens]
+    (a, _), (b, _) = emissions(model, known), emissions(pruned, known)
+    for task in ("upos", "ner"):
+        assert torch.equal(a[task], b[task]), task
+    batch = pruned.featurizer.batch([Example((dropped, kept))], with_labels=False)
+    assert batch.words.tolist() == [[1, keep - 1]]
+    # Saved and loaded like any model; pruning no further than the table returns the model itself.
+    save_model(pruned, tmp_path / "pruned", half=True)
+    assert len(load_model(tmp_path / "pruned").featurizer.words) == keep
+    assert prune_words(model, len(words)) is model
+    with pytest.raises(ValueError, match="at least 2"):
+        prune_words(model, 1)
 
 
 # --------------------------------------------------------------------------- refusals
@@ -256,8 +325,11 @@ CORRUPTIONS = {
     "labels fewer than the weights": (lambda d, s: rewrite_json(d / LABELS, lambda l: l["upos"].pop()), WEIGHTS,
                                       "has shape"),
     "missing vocab": (lambda d, s: (d / VOCAB).unlink(), VOCAB, "missing"),
-    "vocab without chars": (lambda d, s: rewrite_json(d / VOCAB, lambda v: v.pop("chars")), "",
-                            "does not match the config"),
+    "vocab without chars": (lambda d, s: rewrite_json(d / VOCAB, lambda v: v.pop("chars")), VOCAB,
+                            "not a word and character vocabulary"),
+    "vocab a JSON list": (lambda d, s: (d / VOCAB).write_text("[]"), VOCAB, "not a word and character vocabulary"),
+    "vocab with a repeated word": (lambda d, s: rewrite_json(d / VOCAB, lambda v: v["words"].append(v["words"][-1])),
+                                   VOCAB, "not unique"),
     "vocab with extra words": (lambda d, s: rewrite_json(d / VOCAB, lambda v: v["words"].append("zyzzyva")), WEIGHTS,
                                "has shape"),
 }

@@ -215,3 +215,26 @@ def test_training_log_to_a_file_has_a_line_per_epoch_and_no_bar(tmp_path, shared
     text = (tmp_path / "log.txt").read_text()
     assert "\r" not in text and "batch/s" not in text
     assert [line.split(":")[0] for line in text.splitlines() if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
+
+
+def test_prune_keeps_the_first_word_rows_and_the_model_still_scores(tmp_path, tiny_pos_model, tiny_ner_model,
+                                                                   tiny_ner_model_seed2, shared_data):
+    from tagger.model.directory import load_model
+
+    dev = shared_data / "ud-english-ewt" / "en_ewt-ud-dev.conllu"
+    words = load_model(tiny_pos_model).featurizer.words
+    result = run("prune", tiny_pos_model, "--words", 1000, "--output", tmp_path / "pruned")
+    assert result.exit_code == 0, result.output
+    assert f"1,000 of {len(words):,} word rows kept" in result.output
+    pruned = load_model(tmp_path / "pruned")
+    assert pruned.featurizer.words.items == words.items[:1000]
+    full = json.loads(run("evaluate", "--model", tiny_pos_model, "--data", dev, "--json").output)
+    small = json.loads(run("evaluate", "--model", tmp_path / "pruned", "--data", dev, "--json").output)
+    assert 0.5 < small["accuracy"] <= full["accuracy"] + 0.01  # the rarest words became unknown
+    # Refused: the model's own directory, an ensemble, too few rows; nothing is written.
+    assert "is the model itself" in run("prune", tiny_pos_model, "--words", 10, "--output", tiny_pos_model).output
+    run("ensemble", tiny_ner_model, tiny_ner_model_seed2, "--output", tmp_path / "ens")
+    result = run("prune", tmp_path / "ens", "--words", 10, "--output", tmp_path / "x")
+    assert result.exit_code == 2 and "members one by one" in result.output and not (tmp_path / "x").exists()
+    result = run("prune", tiny_pos_model, "--words", 1, "--output", tmp_path / "y")
+    assert result.exit_code == 2 and not (tmp_path / "y").exists()
