@@ -55,7 +55,15 @@ WORD_ROWS = {"en-core": [200_000, 150_000, 100_000, 50_000]}
 DEV_SLACK = {"tag": 0.001, "span": 0.005}  # how far below the best size's dev score a faster size may be
 # name -> issue 17's targets (test-set scores a student should reach); the sizes are judged on dev
 TARGETS = {"en-core": {"upos": 0.960, "xpos": 0.955, "ner": 0.820}}
-MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75, "en-core": 40}  # measured on the 2-core machine
+# name -> the size bundled when it is not the one the dev rule picks, and why (the card says so)
+BUNDLED_SIZE = {"en-core": 256}
+SIZE_NOTE = {"en-core": (
+    "Bundled by hand: the dev rule picks 384 units (dev NER +0.5, UPOS +0.2 over 256), but in one `make bench` run "
+    "(2026-12-03 19:59) the 384-unit model tagged 15,463 tokens/s in-process (1.34x spaCy's tagger+NER) where a "
+    "256-unit model with the same three heads (en-joint) tagged 24,494 (2.12x): the speed targets (3x) are further "
+    "off than the NER one is moved by the wider encoder (pruned to 100,000 rows and stored in fp16, both "
+    "score 78.19 test NER).")}
+MINUTES = {"en-pos": 20, "en-joint": 25, "en-ner": 75, "en-core": 100}  # measured on the 2-core machine
 
 
 def load_split(name: str, split: str):
@@ -152,7 +160,8 @@ def build(name: str, reuse: bool = False, sizes: list[int] | None = None, unlabe
     elif name in DISTILLED:
         result, work, students = build_student(name, splits, reuse, sizes, unlabeled)
         result, word_rows = prune_student(name, result, splits)
-        metrics = dict(result.metrics, students=students, word_rows=word_rows)
+        metrics = dict(result.metrics, students=students, word_rows=word_rows,
+                       **({"size_note": SIZE_NOTE[name]} if name in SIZE_NOTE else {}))
         metrics["test"] = evaluate_model(result.model, splits["test"].examples)
         save = lambda half: save_model(result.model, staging, half=half)  # noqa: E731
         curve = work / "training-curve.png"
@@ -243,9 +252,10 @@ def build_student(name: str, splits: dict, reuse: bool, sizes: list[int] | None 
                      "parameters": sum(p.numel() for p in result.model.network.parameters()),
                      "train_seconds": result.metrics.get("train_seconds")})
     kinds = {t.name: t.kind for t in next(iter(results.values()))[0].model.config.model.tasks}
-    chosen = choose_size(rows, kinds, TARGETS.get(name, {}))
+    by_rule = choose_size(rows, kinds, TARGETS.get(name, {}))
+    chosen = next((r for r in rows if r["hidden"] == BUNDLED_SIZE.get(name)), by_rule)
     for row in rows:
-        row["chosen"] = row is chosen
+        row["chosen"], row["by_rule"] = row is chosen, row is by_rule
     print(f"{name}: bundling the {chosen['hidden']}-unit student", file=sys.stderr)
     result, work = results[chosen["hidden"]]
     return result, work, rows

@@ -41,7 +41,7 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     lines.append(f"- training: {metrics.get('train_sentences', '?')} sentences, {metrics.get('train_tokens', '?')} tokens")
     if config.get("recipe"):
         lines.append(f"- recipe: {config['recipe']}")
-    lines += _distill_note(config.get("distill"), metrics.get("students"))
+    lines += _distill_note(config.get("distill"), metrics.get("students"), metrics.get("size_note"))
     lines += _rows_note(metrics.get("word_rows"))
     lines += ["", "## Hyperparameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in model.items() if k != 'tasks'},
@@ -107,7 +107,8 @@ def _ensemble_card(directory: Path, name: str | None, data: dict[str, str] | Non
     return "\n".join(lines) + "\n"
 
 
-def _distill_note(distill: dict[str, Any] | None, students: list[dict[str, Any]] | None = None) -> list[str]:
+def _distill_note(distill: dict[str, Any] | None, students: list[dict[str, Any]] | None = None,
+                  size_note: str | None = None) -> list[str]:
     """How a distilled model learned (``tagger distill``, tagger/training/distill.py), and the student
     sizes it was chosen from, if there was a choice."""
     if not distill:
@@ -124,9 +125,9 @@ def _distill_note(distill: dict[str, Any] | None, students: list[dict[str, Any]]
     if students:
         tasks = list(students[0]["dev"])
         lines += ["", "### Student size: accuracy against speed", "",
-                  "Every size trained with the same recipe and seed; the bundled one was chosen on dev "
-                  "(`scripts/build_models.py`, `choose_size`: the fastest that meets the targets, else the closest: "
-                  "the fastest within 0.1 (POS) / 0.5 (NER) points of the best dev score on what no size meets).", "",
+                  "Every size trained with the same recipe and seed; the dev rule (`scripts/build_models.py`, "
+                  "`choose_size`) picks the fastest that meets the targets, else the closest: the fastest within 0.1 "
+                  "(POS) / 0.5 (NER) points of the best dev score on what no size meets (marked *rule*).", "",
                   "| BiLSTM units | parameters | " + " | ".join(f"dev {t}" for t in tasks) + " | "
                   + " | ".join(f"test {t}" for t in tasks) + " | tokens/s | training min | bundled |",
                   "|---:|---:|" + "---:|" * (2 * len(tasks)) + "---:|---:|---|"]
@@ -135,7 +136,10 @@ def _distill_note(distill: dict[str, Any] | None, students: list[dict[str, Any]]
                          + " | ".join(f"{100 * row['dev'][t]:.2f}" for t in tasks) + " | "
                          + " | ".join(f"{100 * row['test'][t]:.2f}" for t in tasks)
                          + f" | {row['tokens_per_second']:,} | {(row.get('train_seconds') or 0) / 60:.1f} | "
-                         + ("yes" if row.get("chosen") else "") + " |")
+                         + ", ".join(w for w, on in (("yes", row.get("chosen")), ("*rule*", row.get("by_rule"))) if on)
+                         + " |")
+        if size_note:
+            lines += ["", size_note]
     return lines
 
 
