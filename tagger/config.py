@@ -117,6 +117,9 @@ class DistillConfig(_Strict):
     teachers: list[str] = Field(default_factory=list, description="the teacher model directories, as given")
     tasks: dict[str, str] = Field(default_factory=dict, description="task -> the teacher it was learned from")
     unlabeled: list[str] = Field(default_factory=list, description="unlabelled text files the teachers labelled")
+    augment: int = Field(0, ge=0, le=10, description="altered copies of each gold training sentence the teachers "
+                         "label too (entity mentions swapped, some open-class words replaced; "
+                         "tagger.training.augment): inputs the teachers have not memorised")
 
 
 class TaggerConfig(_Strict):

@@ -122,6 +122,10 @@ def _distill_note(distill: dict[str, Any] | None, students: list[dict[str, Any]]
     lines += [f"- {task}: from `{teacher}`" for task, teacher in distill.get("tasks", {}).items()]
     if distill.get("unlabeled"):
         lines.append(f"- unlabelled text labelled by the teachers: {', '.join(f'`{u}`' for u in distill['unlabeled'])}")
+    if distill.get("augment"):
+        lines.append(f"- {distill['augment']} altered cop{'y' if distill['augment'] == 1 else 'ies'} of each gold "
+                     "training sentence labelled by the teachers (mentions swapped, some words replaced: "
+                     "`tagger/training/augment.py`)")
     if students:
         tasks = list(students[0]["dev"])
         lines += ["", "### Student size: accuracy against speed", "",

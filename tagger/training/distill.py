@@ -42,6 +42,7 @@ from tagger.model.artifact import Model
 from tagger.model.crf import CRF
 from tagger.model.directory import load_model
 from tagger.training import distributed
+from tagger.training.augment import augment
 
 META = "teachers.json"
 CHUNK_SENTENCES = 20_000  # sentences labelled per call (whole documents), so memory stays bounded
@@ -266,6 +267,16 @@ def _check_gold(teachers: Sequence[Model], assignment: Mapping[str, int], exampl
         raise DistillError(f"the training data labels {', '.join(sorted(untaught))}, which no teacher supplies")
 
 
+def altered_copies(config: TaggerConfig, examples: Sequence[Example], copies: int) -> list[Example]:
+    """``copies`` altered copies of the gold-labelled examples (:mod:`tagger.training.augment`),
+    their documents numbered after every document in ``examples``."""
+    span = next((t.name for t in config.model.tasks if t.kind == "span"), None)
+    tag = next((t.name for t in config.model.tasks if t.kind == "tag"), None)
+    first = max((e.document for e in examples if e.document is not None), default=-1) + 1
+    return augment([e for e in examples if e.labels], copies, span, tag, seed=config.train.seed,
+                   first_document=first)
+
+
 def distill(config: TaggerConfig, teachers: Sequence[str | Path], train_data: Sequence[Example],
             dev_data: Sequence[Example], output: str | Path, cache: str | Path | None = None,
             unlabeled: Sequence[str] = (), resume: bool = False, progress: bool = True,
@@ -306,6 +317,8 @@ def distill(config: TaggerConfig, teachers: Sequence[str | Path], train_data: Se
         span = next((t for t in config.model.tasks if t.kind == "span"), None)
         if span is not None:
             config.context = loaded[assignment[span.name]].config.context.model_copy()
+    if settings.augment:
+        train_data = [*train_data, *altered_copies(config, train_data, settings.augment)]
     directory = Path(cache) if cache is not None else output / "teachers"
     context = distributed.setup()
     try:
