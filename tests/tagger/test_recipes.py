@@ -12,6 +12,7 @@ from tagger.cli import app
 from tagger.config import TaggerConfig, TaskConfig
 from tagger.data.batching import Example
 from tagger.data.readers import load_corpus
+from tagger.data.vectors import available
 from tagger.training.recipes import choose, fit, profile, recipes
 
 
@@ -30,7 +31,12 @@ def test_wnut17_is_a_small_sparse_span_corpus_and_gets_the_small_span_recipe(sha
     assert 3 < corpus.entities_per_100_tokens < 5 and corpus.lowercase_share > 0.05
     recipe = choose(corpus)
     assert recipe.name == "span-small" and "3,394 sentences" in recipe.reason
-    assert recipe.settings["train"]["epochs"] == 60 and recipe.settings["model"]["vectors"] == "glove-6b-50d"
+    assert recipe.settings["train"]["epochs"] == 60 and recipe.settings["model"]["max_vectors"] == 400000
+    # GloVe 100d where `tagger vectors glove-6b-100d` installed it, else 50d, said in the reason
+    # (the fallback itself: tests/tagger/test_vectors.py)
+    installed = available("glove-6b-100d")
+    assert recipe.settings["model"]["vectors"] == ("glove-6b-100d" if installed else "glove-6b-50d")
+    assert ("glove-6b-100d not installed" in recipe.reason) is not installed
 
 
 def test_ewt_gets_the_tagging_recipe_and_a_slice_of_it_the_small_one(ewt_sentences):
