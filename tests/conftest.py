@@ -68,6 +68,18 @@ def uner_sentences(data_dir):
     return {split: load_corpus(UNER / f"en_ewt-ud-{split}.iob2").sentences for split in ("train", "dev")}
 
 
+@pytest.fixture(scope="session")
+def joint_examples(uner_sentences, ewt_by_id):
+    """Real sentences annotated in both corpora: UPOS from EWT, entities from Universal NER,
+    ten sentences to a document."""
+    examples = []
+    for i, sentence in enumerate(uner_sentences["train"][:700]):
+        pos = ewt_by_id.get(sentence.sent_id)
+        if pos is not None and pos.tokens == sentence.tokens:
+            examples.append(Example(sentence.tokens, {"upos": pos.labels, "ner": sentence.labels}, i // 10))
+    return examples
+
+
 def _train_tiny(directory: Path, task: TaskConfig, train, dev, epochs: int, seed: int = 1) -> Path:
     from tagger.training.train import train as run
 

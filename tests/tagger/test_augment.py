@@ -9,22 +9,10 @@ from collections import defaultdict
 import pytest
 
 from tagger.config import DistillConfig, TaggerConfig
-from tagger.data.batching import Example
 from tagger.training.augment import augment, mentions
 from tagger.training.distill import distill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def examples(uner_sentences, ewt_by_id):
-    """Real sentences with UPOS (EWT) and entities (Universal NER), ten to a document."""
-    found = []
-    for i, sentence in enumerate(uner_sentences["train"][:700]):
-        pos = ewt_by_id.get(sentence.sent_id)
-        if pos is not None and pos.tokens == sentence.tokens:
-            found.append(Example(sentence.tokens, {"upos": pos.labels, "ner": sentence.labels}, i // 10))
-    return found
 
 
 def test_mentions_are_read_from_iob2():
@@ -32,30 +20,30 @@ def test_mentions_are_read_from_iob2():
         (0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC"), (5, 6, "ORG")]
 
 
-def test_copies_carry_no_labels_and_keep_documents_together(examples):
-    copies = augment(examples, 2, "ner", "upos", seed=3)
-    assert len(copies) == 2 * len(examples) and all(not c.labels and c.tokens for c in copies)
-    last = max(e.document for e in examples)
+def test_copies_carry_no_labels_and_keep_documents_together(joint_examples):
+    copies = augment(joint_examples, 2, "ner", "upos", seed=3)
+    assert len(copies) == 2 * len(joint_examples) and all(not c.labels and c.tokens for c in copies)
+    last = max(e.document for e in joint_examples)
     assert min(c.document for c in copies) == last + 1
     for k in range(2):
-        part = copies[k * len(examples):(k + 1) * len(examples)]
-        pairs = {(e.document, c.document) for e, c in zip(examples, part)}
+        part = copies[k * len(joint_examples):(k + 1) * len(joint_examples)]
+        pairs = {(e.document, c.document) for e, c in zip(joint_examples, part)}
         assert len({a for a, _ in pairs}) == len(pairs) == len({b for _, b in pairs})  # one to one
-    assert len({c.document for c in copies}) == 2 * len({e.document for e in examples})
-    assert augment(examples, 2, "ner", "upos", seed=3) == copies
-    assert augment(examples, 2, "ner", "upos", seed=4) != copies
-    assert augment(examples, 1, "ner", "upos", first_document=10_000)[0].document == 10_000
-    assert augment(examples, 0, "ner", "upos") == [] and augment(examples, 1, None, None) == []
+    assert len({c.document for c in copies}) == 2 * len({e.document for e in joint_examples})
+    assert augment(joint_examples, 2, "ner", "upos", seed=3) == copies
+    assert augment(joint_examples, 2, "ner", "upos", seed=4) != copies
+    assert augment(joint_examples, 1, "ner", "upos", first_document=10_000)[0].document == 10_000
+    assert augment(joint_examples, 0, "ner", "upos") == [] and augment(joint_examples, 1, None, None) == []
 
 
-def test_a_mention_becomes_one_of_the_same_type_the_same_one_throughout_its_document(examples):
+def test_a_mention_becomes_one_of_the_same_type_the_same_one_throughout_its_document(joint_examples):
     pool = defaultdict(set)
-    for e in examples:
+    for e in joint_examples:
         for start, end, kind in mentions(e.labels["ner"]):
             pool[kind].add(e.tokens[start:end])
-    copies = augment(examples, 1, "ner", "upos", mention_rate=1.0, word_rate=0.0)
+    copies = augment(joint_examples, 1, "ner", "upos", mention_rate=1.0, word_rate=0.0)
     replaced, changed, checked = defaultdict(set), 0, 0
-    for e, c in zip(examples, copies):
+    for e, c in zip(joint_examples, copies):
         spans = mentions(e.labels["ner"])
         if len(spans) != 1:
             continue
@@ -71,14 +59,14 @@ def test_a_mention_becomes_one_of_the_same_type_the_same_one_throughout_its_docu
     assert all(len(v) == 1 for v in replaced.values())
 
 
-def test_only_open_class_words_outside_mentions_are_replaced_by_words_with_their_tag(examples):
+def test_only_open_class_words_outside_mentions_are_replaced_by_words_with_their_tag(joint_examples):
     seen = defaultdict(set)
-    for e in examples:
+    for e in joint_examples:
         for word, tag in zip(e.tokens, e.labels["upos"]):
             seen[tag].add(word)
-    copies = augment(examples, 1, "ner", "upos", mention_rate=0.0, word_rate=1.0)
+    copies = augment(joint_examples, 1, "ner", "upos", mention_rate=0.0, word_rate=1.0)
     replaced = total = 0
-    for e, c in zip(examples, copies):
+    for e, c in zip(joint_examples, copies):
         assert len(c.tokens) == len(e.tokens)
         inside = {i for start, end, _ in mentions(e.labels["ner"]) for i in range(start, end)}
         for i, (old, new, tag) in enumerate(zip(e.tokens, c.tokens, e.labels["upos"])):
@@ -91,12 +79,12 @@ def test_only_open_class_words_outside_mentions_are_replaced_by_words_with_their
     assert total > 1000 and replaced > 0.9 * total
 
 
-def test_a_student_distilled_with_altered_copies(tiny_pos_model, tiny_ner_model, examples, tmp_path):
+def test_a_student_distilled_with_altered_copies(tiny_pos_model, tiny_ner_model, joint_examples, tmp_path):
     config = TaggerConfig()
     config.model.word_dim, config.model.char.hidden, config.model.encoder.hidden = 32, 16, 32
     config.train.epochs, config.train.batch_size = 1, 16
     config.distill = DistillConfig(augment=1)
-    train, dev = examples[:200], examples[200:260]
+    train, dev = joint_examples[:200], joint_examples[200:260]
     distill(config, [tiny_pos_model, tiny_ner_model], train, dev, tmp_path / "student", cache=tmp_path / "cache",
             progress=False)
     meta = json.loads((tmp_path / "cache" / "teachers.json").read_text())

@@ -30,18 +30,6 @@ def ner_ensemble(tmp_path_factory, tiny_ner_model, tiny_ner_model_seed2):
     return directory
 
 
-@pytest.fixture(scope="module")
-def joint_examples(uner_sentences, ewt_by_id):
-    """Real sentences annotated in both corpora: UPOS from EWT, entities from Universal NER,
-    ten sentences to a document."""
-    examples = []
-    for i, sentence in enumerate(uner_sentences["train"][:700]):
-        pos = ewt_by_id.get(sentence.sent_id)
-        if pos is not None and pos.tokens == sentence.tokens:
-            examples.append(Example(sentence.tokens, {"upos": pos.labels, "ner": sentence.labels}, i // 10))
-    return examples
-
-
 def small_student(epochs: int = 2, **distill) -> TaggerConfig:
     config = TaggerConfig()
     config.model.word_dim, config.model.char.hidden, config.model.encoder.hidden = 32, 16, 32
