@@ -85,7 +85,7 @@ class JobManager:
         hyperparameter search (``search_seconds``: its time budget, 0 for none). The override
         ``train.init_from`` names a served model the same way."""
         from tagger.config import ConfigError, load_config, parse_assignment
-        from tagger.data.vectors import NAMES, VectorsError, load_vectors
+        from tagger.data.vectors import NAMES, VectorsError, require
 
         check_name(model_name)
         self.models.check_room(model_name)
@@ -98,7 +98,7 @@ class JobManager:
                 raise JobError(f"model.vectors: a training job takes {', '.join(NAMES)}; files on the server "
                                "are not read")
             if parsed.get("model.vectors"):
-                load_vectors(str(parsed["model.vectors"]), limit=1)  # installed on this server?
+                require(str(parsed["model.vectors"]))  # installed on this server?
             config = load_config(None, parsed)
         except (ConfigError, VectorsError) as error:
             raise JobError(str(error)) from None

@@ -44,13 +44,12 @@ def load_vectors(spec: str, limit: int | None = None) -> tuple[list[str], np.nda
     Returns:
         ``(words, matrix)`` with matrix (len(words), dim) float32.
     """
+    require(spec)
     if spec in PACKAGED:
         return _load_packaged(spec, limit)
     if spec in NPM:
         return _load_installed(spec, limit)
     path = Path(spec)
-    if not path.is_file():
-        raise VectorsError(f"vectors {spec!r}: not a file, nor one of {', '.join(NAMES)}")
     words: list[str] = []
     rows: list[np.ndarray] = []
     dim = None
@@ -76,11 +75,8 @@ def load_vectors(spec: str, limit: int | None = None) -> tuple[list[str], np.nda
 
 
 def _load_packaged(spec: str, limit: int | None) -> tuple[list[str], np.ndarray]:
-    module = PACKAGED[spec]
-    found = importlib.util.find_spec(module)
-    if found is None or not found.submodule_search_locations:
-        raise VectorsError(f"vectors {spec!r} need the package {module.replace('_', '-')}: "
-                           "pip install 'tagger[vectors]'")
+    found = importlib.util.find_spec(PACKAGED[spec])
+    assert found is not None and found.submodule_search_locations  # require() checked
     root = Path(list(found.submodule_search_locations)[0]) / "data"
     import pyarrow.parquet as pq  # only needed here
 
@@ -98,17 +94,29 @@ def vectors_home() -> Path:
 def available(spec: str) -> bool:
     """Whether :func:`load_vectors` can read ``spec`` here without installing anything."""
     if spec in PACKAGED:
-        return importlib.util.find_spec(PACKAGED[spec]) is not None
+        found = importlib.util.find_spec(PACKAGED[spec])
+        return found is not None and bool(found.submodule_search_locations)
     if spec in NPM:
         return (vectors_home() / spec / MATRIX).is_file()
     return Path(spec).is_file()
 
 
+def require(spec: str) -> None:
+    """Raise :class:`VectorsError` saying how to get ``spec`` unless it is :func:`available`
+    (a cheap check: nothing is read)."""
+    if available(spec):
+        return
+    if spec in PACKAGED:
+        raise VectorsError(f"vectors {spec!r} need the package {PACKAGED[spec].replace('_', '-')}: "
+                           "pip install 'tagger[vectors]'")
+    if spec in NPM:
+        raise VectorsError(f"vectors {spec!r} are not installed in {vectors_home()}: run `tagger vectors {spec}` "
+                           "(fetches npm's " + "@".join(NPM[spec]) + " once; needs npm) or `make vectors`")
+    raise VectorsError(f"vectors {spec!r}: not a file, nor one of {', '.join(NAMES)}")
+
+
 def _load_installed(spec: str, limit: int | None) -> tuple[list[str], np.ndarray]:
     root = vectors_home() / spec
-    if not (root / MATRIX).is_file():
-        raise VectorsError(f"vectors {spec!r} are not installed in {root.parent}: run `tagger vectors {spec}` "
-                           "(fetches npm's " + "@".join(NPM[spec]) + " once; needs npm) or `make vectors`")
     matrix = np.load(root / MATRIX, mmap_mode="r")
     words = (root / WORDS).read_text(encoding="utf-8").split("\n")[:-1]
     if len(words) != matrix.shape[0]:

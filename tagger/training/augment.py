@@ -26,18 +26,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from tagger.data.batching import Example
-
-
-def mentions(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(start, end, type) of each mention in an IOB2 sequence."""
-    found, start, kind = [], None, ""
-    for i, tag in enumerate([*tags, "O"]):
-        if start is not None and not (tag.startswith("I-") and tag[2:] == kind):
-            found.append((start, i, kind))
-            start = None
-        if tag.startswith("B-") or (tag.startswith("I-") and start is None):
-            start, kind = i, tag[2:]
-    return found
+from tagger.data.schemes import spans as read_spans
 
 
 def augment(examples: Sequence[Example], copies: int, span_task: str | None, tag_task: str | None,
@@ -56,11 +45,11 @@ def augment(examples: Sequence[Example], copies: int, span_task: str | None, tag
     rng = random.Random(seed)
     pool: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     words: dict[str, list[str]] = defaultdict(list)
-    for example in examples:
-        spans = mentions(example.labels.get(span_task, ())) if span_task else []
-        for start, end, kind in spans:
+    found = [read_spans(e.labels.get(span_task, ())) if span_task else [] for e in examples]  # each example's mentions
+    for example, spans in zip(examples, found):
+        for kind, start, end in spans:
             pool[kind].append(example.tokens[start:end])
-        inside = {i for start, end, _ in spans for i in range(start, end)}
+        inside = {i for _, start, end in spans for i in range(start, end)}
         for i, (word, tag) in enumerate(zip(example.tokens, example.labels.get(tag_task, ()) if tag_task else ())):
             if i not in inside:
                 words[tag].append(word)
@@ -73,9 +62,8 @@ def augment(examples: Sequence[Example], copies: int, span_task: str | None, tag
     for _ in range(copies):
         swapped: dict[tuple, tuple[str, ...]] = {}  # (document, type, mention) -> its replacement
         renumbered: dict[int | None, int] = {}
-        for example in examples:
-            spans = {start: (end, kind) for start, end, kind in mentions(example.labels.get(span_task, ()))} \
-                if span_task else {}
+        for example, mentioned in zip(examples, found):
+            spans = {start: (end, kind) for kind, start, end in mentioned}
             tags = example.labels.get(tag_task) if tag_task else None
             tokens: list[str] = []
             i = 0

@@ -9,14 +9,15 @@ from collections import defaultdict
 import pytest
 
 from tagger.config import DistillConfig, TaggerConfig
-from tagger.training.augment import augment, mentions
+from tagger.data.schemes import spans
+from tagger.training.augment import augment
 from tagger.training.distill import distill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_mentions_are_read_from_iob2():
-    assert mentions(["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-ORG", "O"]) == [
+def test_mentions_are_read_from_iob2():  # as augment reads them: tagger.data.schemes.spans
+    assert [(s.start, s.end, s.label) for s in spans(["B-PER", "I-PER", "O", "B-LOC", "B-LOC", "I-ORG", "O"])] == [
         (0, 2, "PER"), (3, 4, "LOC"), (4, 5, "LOC"), (5, 6, "ORG")]
 
 
@@ -39,15 +40,15 @@ def test_copies_carry_no_labels_and_keep_documents_together(joint_examples):
 def test_a_mention_becomes_one_of_the_same_type_the_same_one_throughout_its_document(joint_examples):
     pool = defaultdict(set)
     for e in joint_examples:
-        for start, end, kind in mentions(e.labels["ner"]):
+        for kind, start, end in spans(e.labels["ner"]):
             pool[kind].add(e.tokens[start:end])
     copies = augment(joint_examples, 1, "ner", "upos", mention_rate=1.0, word_rate=0.0)
     replaced, changed, checked = defaultdict(set), 0, 0
     for e, c in zip(joint_examples, copies):
-        spans = mentions(e.labels["ner"])
-        if len(spans) != 1:
+        found = spans(e.labels["ner"])
+        if len(found) != 1:
             continue
-        (start, end, kind), = spans
+        (kind, start, end), = found
         tail = len(e.tokens) - end
         assert c.tokens[:start] == e.tokens[:start] and c.tokens[len(c.tokens) - tail:] == e.tokens[end:]
         new = c.tokens[start:len(c.tokens) - tail]
@@ -68,7 +69,7 @@ def test_only_open_class_words_outside_mentions_are_replaced_by_words_with_their
     replaced = total = 0
     for e, c in zip(joint_examples, copies):
         assert len(c.tokens) == len(e.tokens)
-        inside = {i for start, end, _ in mentions(e.labels["ner"]) for i in range(start, end)}
+        inside = {i for _, start, end in spans(e.labels["ner"]) for i in range(start, end)}
         for i, (old, new, tag) in enumerate(zip(e.tokens, c.tokens, e.labels["upos"])):
             if i in inside or tag in {"DET", "PUNCT", "CCONJ", "AUX", "PART"}:
                 assert new == old, (tag, old, new)
