@@ -3,8 +3,9 @@
 Usage: python scripts/bench.py [--runs 5] [--threads N] [--rounds 3] [--no-files | --files-only]
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
-models/en-core, en-pos, en-ner and en-joint (torch, and NAME/onnx: the encoder in ONNX Runtime, when
-tagger[onnx] is installed; NAME/member-1: an ensemble's first member alone) and for spaCy's efficiency tagger and tagger+NER (built
+models/en-core, en-pos, en-ner and en-joint (torch; NAME/onnx: the encoder in ONNX Runtime, when
+tagger[onnx] is installed; NAME/int8: the int8 backend, its test scores measured in the run;
+NAME/member-1: an ensemble's first member alone) and for spaCy's efficiency tagger and tagger+NER (built
 by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
 p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
 process, so RSS is its own.
@@ -83,8 +84,10 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
     else:
         from tagger import Tagger
 
-        model, backend = name.removesuffix("/onnx"), "onnx" if name.endswith("/onnx") else "torch"
-        tagger = Tagger.load(ROOT / "models" / model, backend)
+        model, _, backend = name.partition("/")
+        if backend not in ("onnx", "int8"):  # NAME/member-1 is a directory
+            model, backend = name, "torch"
+        tagger = Tagger.load(ROOT / "models" / model, backend)  # type: ignore[arg-type]
 
         def tag_all() -> int:
             return sum(len(s.tokens) for d in tagger.tag_texts(texts, scores=False) for s in d.sentences)
@@ -92,8 +95,11 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
         def tag_one(text: str) -> None:
             tagger.tag(text, scores=False)
 
-        card = json.loads((ROOT / "models" / model / "metrics.json").read_text())
-        accuracy = {t: round(100 * (r["f1"] if "f1" in r else r["accuracy"]), 2) for t, r in card.get("test", {}).items()}
+        if backend == "int8":  # its labels may differ from the card's: scored here, after the timing
+            accuracy = lambda: test_scores(tagger)  # noqa: E731
+        else:
+            card = json.loads((ROOT / "models" / model / "metrics.json").read_text())
+            accuracy = {t: round(100 * (r["f1"] if "f1" in r else r["accuracy"]), 2) for t, r in card.get("test", {}).items()}
     if every:  # the file job's in-process peer: one cold pass after one document, as the job does
         tag_one(texts[0])
         started = time.perf_counter()
@@ -111,9 +117,32 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
         tag_one(text)
         latencies.append(1000 * (time.perf_counter() - started))
     latencies.sort()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"name": name, "tokens": tokens, "tokens_per_s": tokens / statistics.median(times),
             "p50_ms": latencies[len(latencies) // 2], "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "accuracy": accuracy}
+            "rss_mb": rss_mb, "accuracy": accuracy() if callable(accuracy) else accuracy}
+
+
+def test_scores(tagger) -> dict[str, float]:
+    """Each task's test score (F1 for spans, token accuracy for tags) as the cards score it:
+    the gold tokens, the test set's documents for document context."""
+    from tagger.config import CorpusFormat
+    from tagger.data.corpus import document_ids
+    from tagger.data.readers import load_corpus
+    from tagger.inference.predict import tag_corpus
+    from tagger.training.metrics import evaluate_labels, main_score
+
+    data = ROOT.parent / "shared" / "data"
+    sets = {"upos": (EWT_TEST, "upos"), "xpos": (EWT_TEST, "xpos"),
+            "ner": (data / "uner-english-ewt" / "en_ewt-ud-test.iob2", None)}
+    scores = {}
+    for task, kind in tagger.tasks.items():
+        path, column = sets[task]
+        corpus = load_corpus(path, CorpusFormat(label_column=column), kind=kind)
+        predicted = tag_corpus(tagger.model, [s.tokens for s in corpus.sentences], task, document_ids(corpus.sentences))
+        report = evaluate_labels([list(s.labels) for s in corpus.sentences], predicted, kind)
+        scores[task] = round(100 * main_score(report, kind), 2)
+    return scores
 
 
 def run_seconds(command: list[str]) -> float:
@@ -145,9 +174,12 @@ def file_job(name: str, source: Path, one: Path, work: Path, tokens: int, rounds
     else:
         tagger = Path(sys.executable).with_name("tagger")
 
+        model, _, backend = name.partition("/")
+
         def command(path: Path, scored: bool = False) -> list[str]:
-            return [str(tagger), "tag", "--model", str(ROOT / "models" / name), "--input", str(path),
-                    "--output", str(work / "out.jsonl"), *([] if scored else ["--no-scores"])]
+            return [str(tagger), "tag", "--model", str(ROOT / "models" / model), "--input", str(path),
+                    "--output", str(work / "out.jsonl"), *([] if scored else ["--no-scores"]),
+                    *(["--backend", backend] if backend else [])]
     startup = min(run_seconds(command(one)) for _ in range(3))
     speed, of, cost = [], [], []
     for _ in range(rounds):
@@ -195,7 +227,7 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         speed = statistics.median(row["tokens_per_s"])
-        other = COMPARE.get(name)
+        other = COMPARE.get(name.partition("/")[0])
         versus = f"{speed / statistics.median(rows[other]['tokens_per_s']):.2f}x {other}" if other in rows else ""
         cost = _spread(row["scores_cost"], "+.0%") if row["scores_cost"] else ""
         print(f"| {name} | {speed:,.0f} | {_spread(row['of_in_process'], '.0%')} | {versus} | {cost} | "
@@ -221,11 +253,12 @@ def main() -> None:
     rows = {}
     ours = [n for n in OURS if is_model_directory(ROOT / "models" / n)]
     if args.files_only:
-        file_jobs([*ours, *SPACY], args.rounds)
+        file_jobs([*ours, *(["en-core/int8"] if "en-core" in ours else []), *SPACY], args.rounds)
         return
     # an ensemble's first member alone: what the ensemble costs and gains
     ours += [f"{n}/member-1" for n in ours if (ROOT / "models" / n / "ensemble.json").exists()]
-    for name in [*ours, *([f"{n}/onnx" for n in ours] if onnx_available() else []), *SPACY]:
+    backends = ["onnx", "int8"] if onnx_available() else ["int8"]
+    for name in [*ours, *[f"{n}/{b}" for b in backends for n in ours if "/" not in n], *SPACY]:
         output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(args.runs),
                                  "--threads", str(args.threads)], capture_output=True, text=True, check=True)
         rows[name] = json.loads(output.stdout.strip().splitlines()[-1])
@@ -247,7 +280,7 @@ def main() -> None:
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")
     if not args.no_files:
-        file_jobs([n for n in [*ours, *SPACY] if "/" not in n], args.rounds)
+        file_jobs([*[n for n in ours if "/" not in n], *(["en-core/int8"] if "en-core" in ours else []), *SPACY], args.rounds)
 
 
 if __name__ == "__main__":

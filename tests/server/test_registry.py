@@ -62,6 +62,16 @@ def test_the_backend_setting_reaches_every_model_and_keeps_its_labels(models_dir
     assert load_entry("pos", models_dir / "pos").tagger.backend == "torch"  # the default
 
 
+def test_the_int8_backend_setting_reaches_every_model(models_dir):
+    from server.settings import ServerSettings
+
+    assert ServerSettings(backend="int8").backend == "int8"
+    registry = ModelRegistry.from_directory(models_dir, backend="int8")
+    for entry in registry.entries():
+        assert entry.tagger.backend == "int8"
+        assert entry.tagger.tag("Barack Obama visited Paris.").sentences[0].tokens
+
+
 def test_an_ensemble_directory_is_discovered_stored_and_served(models_dir, tiny_ner_model_seed2, tmp_path):
     from server.store import ModelStore
     from tagger.model.directory import load_model

@@ -96,6 +96,12 @@ def test_tag_round_trips_offsets(tiny_pos_model, tmp_path):
         assert all(text[t["start"]:t["end"]] == t["text"] for t in record["tokens"])
         assert all(0 <= t["score"] <= 1 + 1e-6 and t["label"] for t in record["tokens"])
     assert records[2]["tokens"] == []
+    quantized = run("tag", "--model", tiny_pos_model, "--input", source, "--output", tmp_path / "int8.jsonl",
+                    "--backend", "int8")
+    assert quantized.exit_code == 0, quantized.output
+    assert [json.loads(line)["id"] for line in (tmp_path / "int8.jsonl").read_text().splitlines()] == ["d0", "d1", "d2"]
+    refused = run("tag", "--model", tiny_pos_model, "--input", source, "--output", tmp_path / "x.jsonl", "--backend", "gpu")
+    assert refused.exit_code != 0 and "int8" in refused.output
 
 
 def test_tag_plain_text_from_stdin(tiny_pos_model):

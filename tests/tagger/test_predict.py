@@ -149,6 +149,31 @@ def test_backends_auto_falls_back_to_torch_and_onnx_does_not(pos_tagger, monkeyp
         Tagger(pos_tagger.model, backend="onnx")
 
 
+def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_model, tiny_ner_model, ewt_sentences):
+    """int8 replaces the encoder's LSTM and the output layers (of every member) and leaves
+    the rest, and on real sentences keeps nearly every label; scores stay probabilities."""
+    from tagger.inference.quantize import is_quantized, quantize_network
+    from tagger.model.directory import load_model
+
+    for directory in (tiny_pos_model, tiny_ner_model):
+        fp32, int8 = Tagger.load(directory), Tagger.load(directory, backend="int8")
+        assert int8.backend == "int8" and fp32.backend == "torch"
+        network = int8.model.members[0].network
+        assert is_quantized(network) and not is_quantized(fp32.model.members[0].network)
+        assert type(network.encoder.rnn).__module__.startswith("torch.ao.nn.quantized.dynamic")
+        assert type(network.word_embed) is type(fp32.model.members[0].network.word_embed)  # embeddings untouched
+        sentences = [s.tokens for s in ewt_sentences["dev"][:300]]
+        a, b = fp32.tag_tokens(sentences), int8.tag_tokens(sentences)
+        pairs = [(x.labels[task].value, y.labels[task].value, y.labels[task].score)
+                 for s, r in zip(a.sentences, b.sentences) for x, y in zip(s.tokens, r.tokens) for task in fp32.tasks]
+        assert sum(x == y for x, y, _ in pairs) / len(pairs) >= 0.98
+        assert all(0.0 <= score <= 1.0 for _, _, score in pairs)
+    training = load_model(tiny_pos_model)
+    training.network.train()
+    with pytest.raises(ValueError, match="inference only"):
+        quantize_network(training.network)
+
+
 def test_tagging_pauses_the_garbage_collector_only_while_it_runs(pos_tagger):
     import gc
 
