@@ -4,7 +4,7 @@ Usage: python scripts/bench.py [--runs 5] [--threads N] [--rounds 3] [--no-files
 
 One table from one run: tokens/s tagging the EWT test texts (tokenization included) for
 models/en-core, en-pos, en-ner and en-joint (torch; NAME/onnx: the encoder in ONNX Runtime, when
-tagger[onnx] is installed; NAME/int8: the int8 backend, its test scores measured in the run;
+tagger[onnx] is installed; NAME/int8 and NAME/onnx-int8: int8 weights, their test scores measured in the run;
 NAME/member-1: an ensemble's first member alone) and for spaCy's efficiency tagger and tagger+NER (built
 by scripts/spacy_baseline.py), median of --runs; single-sentence latency in-process (p50,
 p99); peak RSS; the test accuracy of each of our models. Each system runs in its own
@@ -85,7 +85,7 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
         from tagger import Tagger
 
         model, _, backend = name.partition("/")
-        if backend not in ("onnx", "int8"):  # NAME/member-1 is a directory
+        if backend not in ("onnx", "int8", "onnx-int8"):  # NAME/member-1 is a directory
             model, backend = name, "torch"
         tagger = Tagger.load(ROOT / "models" / model, backend)  # type: ignore[arg-type]
 
@@ -95,7 +95,7 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
         def tag_one(text: str) -> None:
             tagger.tag(text, scores=False)
 
-        if backend == "int8":  # its labels may differ from the card's: scored here, after the timing
+        if backend.endswith("int8"):  # its labels may differ from the card's: scored here, after the timing
             accuracy = lambda: test_scores(tagger)  # noqa: E731
         else:
             card = json.loads((ROOT / "models" / model / "metrics.json").read_text())
@@ -129,7 +129,6 @@ def test_scores(tagger) -> dict[str, float]:
     from tagger.config import CorpusFormat
     from tagger.data.corpus import document_ids
     from tagger.data.readers import load_corpus
-    from tagger.inference.predict import tag_corpus
     from tagger.training.metrics import evaluate_labels, main_score
 
     data = ROOT.parent / "shared" / "data"
@@ -139,7 +138,8 @@ def test_scores(tagger) -> dict[str, float]:
     for task, kind in tagger.tasks.items():
         path, column = sets[task]
         corpus = load_corpus(path, CorpusFormat(label_column=column), kind=kind)
-        predicted = tag_corpus(tagger.model, [s.tokens for s in corpus.sentences], task, document_ids(corpus.sentences))
+        predictions = tagger.predict_sentences([s.tokens for s in corpus.sentences], document_ids(corpus.sentences))
+        predicted = [p[task].labels for p in predictions]
         report = evaluate_labels([list(s.labels) for s in corpus.sentences], predicted, kind)
         scores[task] = round(100 * main_score(report, kind), 2)
     return scores
@@ -257,7 +257,7 @@ def main() -> None:
         return
     # an ensemble's first member alone: what the ensemble costs and gains
     ours += [f"{n}/member-1" for n in ours if (ROOT / "models" / n / "ensemble.json").exists()]
-    backends = ["onnx", "int8"] if onnx_available() else ["int8"]
+    backends = ["onnx", "int8", "onnx-int8"] if onnx_available() else ["int8"]
     for name in [*ours, *[f"{n}/{b}" for b in backends for n in ours if "/" not in n], *SPACY]:
         output = subprocess.run([sys.executable, __file__, "--one", name, "--runs", str(args.runs),
                                  "--threads", str(args.threads)], capture_output=True, text=True, check=True)

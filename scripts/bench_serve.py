@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
-    parser.add_argument("--backend", default="torch", choices=["auto", "torch", "onnx", "int8"],
+    parser.add_argument("--backend", default="torch", choices=["auto", "torch", "onnx", "int8", "onnx-int8"],
                         help="the server's encoder backend, and the in-process baseline's")
     args = parser.parse_args()
 

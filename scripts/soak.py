@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=5_000_000)
     parser.add_argument("--stream-documents", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto"], help="the server's encoder backend")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto", "int8", "onnx-int8"], help="the server's encoder backend")
     args = parser.parse_args()
 
     from tagger.data.readers import read_conllu

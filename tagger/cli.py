@@ -401,7 +401,7 @@ def tag(
     num_actors: Annotated[int, typer.Option("--num-actors", help="Ray actors, each holding one copy of the model")] = 2,
     backend: Annotated[str, typer.Option("--backend", help="encoder runtime: torch, onnx (ONNX Runtime: faster on "
                                          "small batches, more memory, same labels), auto (onnx if installed) or int8 "
-                                         "(torch with int8 weights: faster; a few labels in a thousand differ)")] = "torch",
+                                         "(torch with int8 weights: faster; a few labels in a thousand differ) or onnx-int8 (both)")] = "torch",
 ) -> None:
     """Tag raw text (one document per line, or JSONL with id and text) or a tokenized corpus."""
     from tagger.inference.predict import BACKENDS

@@ -34,7 +34,7 @@ from tagger.model.directory import load_model
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_TOKENS = 4096
-Backend = Literal["torch", "onnx", "auto", "int8"]
+Backend = Literal["torch", "onnx", "auto", "int8", "onnx-int8"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
@@ -257,14 +257,14 @@ class Tagger:
                 quantize_network(member.network)
             self.backend = backend
             return
-        if backend == "onnx" or backend == "auto" and onnx_available():
+        if backend in ("onnx", "onnx-int8") or backend == "auto" and onnx_available():
             try:
-                self._encoder = [OnnxEncoder(member.network) for member in model.members]
+                self._encoder = [OnnxEncoder(member.network, int8=backend == "onnx-int8") for member in model.members]
             except Exception as error:  # auto: an ONNX Runtime that cannot run here is not fatal
-                if backend == "onnx":
+                if backend != "auto":
                     raise
                 log.warning(f"onnx backend unavailable ({error}); using torch")
-        self.backend = "onnx" if self._encoder is not None else "torch"
+        self.backend = backend if backend != "auto" else "onnx" if self._encoder is not None else "torch"
 
     @classmethod
     def load(cls, path: str | Path, backend: Backend = "torch") -> "Tagger":
@@ -274,7 +274,8 @@ class Tagger:
             backend: ``torch``; ``onnx`` to run the encoder in ONNX Runtime (faster, same
                 labels; needs ``tagger[onnx]``); ``auto``: onnx if that is installed;
                 ``int8``: torch with the encoder's weights in int8 (faster on whole files;
-                labels may differ on a few tokens in a thousand: :mod:`tagger.inference.quantize`).
+                labels may differ on a few tokens in a thousand: :mod:`tagger.inference.quantize`);
+                ``onnx-int8``: the ONNX graph with int8 weights (the fastest; as many labels differ).
         """
         return cls(load_model(path), path, backend)
 
@@ -332,6 +333,13 @@ class Tagger:
         """
         with collector_paused():
             return [self.document(tagged) for tagged in self.predict_documents(documents, scores)]
+
+    def predict_sentences(self, sentences: Sequence[Sequence[str]], documents: Sequence[Hashable] | None = None,
+                          scores: bool = False) -> list[dict[str, TaskPrediction]]:
+        """:func:`predict` on tokenized sentences with this tagger's backend: each sentence's
+        labels (and scores) per task; ``documents`` as :func:`predict` takes them (evaluation
+        on gold tokens, with a corpus's documents for document context)."""
+        return predict(self.model, sentences, scores=scores, encoder=self._encoder, documents=documents)
 
     def predict_documents(self, documents: Sequence[str | TokenizedText | Sequence[Sequence[str]]],
                           scores: bool = True) -> list[TaggedText]:

@@ -15,6 +15,10 @@ rounding (tested against the torch path).
 
 Optional: ``pip install 'tagger[onnx]'``, then ``Tagger.load(path, backend="onnx")`` or
 ``tagger tag --backend onnx``.
+
+``backend="onnx-int8"``: the same graph through ONNX Runtime's dynamic quantization (the LSTM
+and the matrix products with int8 weights). On en-core (2026-12-04, EWT test): 1.25x the
+tokens/s of the float graph, one sentence 1.05 ms against 1.5; 99.9% of labels the same.
 """
 
 from __future__ import annotations
@@ -48,9 +52,10 @@ class OnnxEncoder:
         features: compute the features in the graph too (:meth:`emissions`) where the model's
             character encoder allows it (a CNN, or none); else the graph starts from them
             (:meth:`__call__`).
+        int8: quantize the graph (:func:`quantize_graph`).
     """
 
-    def __init__(self, network: nn.Module, threads: int = 0, features: bool = True):
+    def __init__(self, network: nn.Module, threads: int = 0, features: bool = True, int8: bool = False):
         if not onnx_available():
             raise ImportError("the onnx backend needs onnxruntime and onnx: pip install 'tagger[onnx]'")
         import onnxruntime
@@ -64,8 +69,9 @@ class OnnxEncoder:
         # Idle pool threads that spin steal the cores torch needs between runs (measured with 2
         # threads: p50 7.4 ms spinning, 4.2 ms not, on one sentence of en-pos).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(
-            build_graph(network, self.features).SerializeToString(), options, providers=["CPUExecutionProvider"])
+        graph = build_graph(network, self.features)
+        self.session = onnxruntime.InferenceSession(quantize_graph(graph) if int8 else graph.SerializeToString(),
+                                                    options, providers=["CPUExecutionProvider"])
 
     def __call__(self, features: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """(B, T, D) input features and (B,) lengths -> task -> (B, T, L) emissions (a graph
@@ -92,6 +98,29 @@ class OnnxEncoder:
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, Tensor]:
         outputs = self.session.run(self.tasks, inputs)
         return {task: torch.from_numpy(output) for task, output in zip(self.tasks, outputs)}
+
+
+def quantize_graph(graph) -> bytes:
+    """``graph`` (an ONNX ModelProto) with int8 weights in its LSTM and matrix products
+    (ONNX Runtime's dynamic quantization), serialized. The quantizer works on files: a
+    scratch directory holds them for the call."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quiet = logging.getLogger().level  # the quantizer logs advice on the root logger
+    with tempfile.TemporaryDirectory(prefix="tagger-onnx-") as scratch:
+        source, target = Path(scratch) / "float.onnx", Path(scratch) / "int8.onnx"
+        onnx.save(graph, source)
+        logging.getLogger().setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul"])
+        finally:
+            logging.getLogger().setLevel(quiet)
+        return target.read_bytes()
 
 
 def features_in_graph(network: nn.Module) -> bool:

@@ -153,6 +153,7 @@ def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_mo
     """int8 replaces the encoder's LSTM and the output layers (of every member) and leaves
     the rest, and on real sentences keeps nearly every label; scores stay probabilities."""
     from tagger.inference.quantize import is_quantized, quantize_network
+    from tagger.inference.runtime import onnx_available
     from tagger.model.directory import load_model
 
     for directory in (tiny_pos_model, tiny_ner_model):
@@ -168,6 +169,11 @@ def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_mo
                  for s, r in zip(a.sentences, b.sentences) for x, y in zip(s.tokens, r.tokens) for task in fp32.tasks]
         assert sum(x == y for x, y, _ in pairs) / len(pairs) >= 0.98
         assert all(0.0 <= score <= 1.0 for _, _, score in pairs)
+    if onnx_available():
+        both = Tagger.load(tiny_pos_model, backend="onnx-int8")
+        assert both.backend == "onnx-int8"
+        tagged = both.tag_tokens([s.tokens for s in ewt_sentences["dev"][:100]])
+        assert all(0.0 <= t.labels["upos"].score <= 1.0 for s in tagged.sentences for t in s.tokens)
     training = load_model(tiny_pos_model)
     training.network.train()
     with pytest.raises(ValueError, match="inference only"):
