@@ -234,6 +234,15 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
               f"{row['startup_s']:.2f} |")
 
 
+def quantized(ours: list[str]) -> list[str]:
+    """The default model's int8 file jobs (its onnx-int8 one when the onnx extra is installed)."""
+    from tagger.inference.runtime import onnx_available
+
+    if "en-core" not in ours:
+        return []
+    return ["en-core/int8", *(["en-core/onnx-int8"] if onnx_available() else [])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -253,7 +262,7 @@ def main() -> None:
     rows = {}
     ours = [n for n in OURS if is_model_directory(ROOT / "models" / n)]
     if args.files_only:
-        file_jobs([*ours, *(["en-core/int8"] if "en-core" in ours else []), *SPACY], args.rounds)
+        file_jobs([*ours, *quantized(ours), *SPACY], args.rounds)
         return
     # an ensemble's first member alone: what the ensemble costs and gains
     ours += [f"{n}/member-1" for n in ours if (ROOT / "models" / n / "ensemble.json").exists()]
@@ -280,7 +289,7 @@ def main() -> None:
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")
     if not args.no_files:
-        file_jobs([*[n for n in ours if "/" not in n], *(["en-core/int8"] if "en-core" in ours else []), *SPACY], args.rounds)
+        file_jobs([*[n for n in ours if "/" not in n], *quantized(ours), *SPACY], args.rounds)
 
 
 if __name__ == "__main__":
