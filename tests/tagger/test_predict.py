@@ -137,7 +137,7 @@ def test_backends_auto_falls_back_to_torch_and_onnx_does_not(pos_tagger, monkeyp
     with pytest.raises(ValueError, match="unknown backend 'gpu'"):
         Tagger(pos_tagger.model, backend="gpu")
 
-    def broken(network):
+    def broken(network, **options):
         raise RuntimeError("no ONNX Runtime for this CPU")
 
     monkeypatch.setattr(predict_module, "onnx_available", lambda: True)
@@ -145,8 +145,9 @@ def test_backends_auto_falls_back_to_torch_and_onnx_does_not(pos_tagger, monkeyp
     fallback = Tagger(pos_tagger.model, backend="auto")
     assert fallback.backend == "torch"
     assert fallback.tag("A small test.").to_dict() == pos_tagger.tag("A small test.").to_dict()
-    with pytest.raises(RuntimeError, match="no ONNX Runtime"):
-        Tagger(pos_tagger.model, backend="onnx")
+    for backend in ("onnx", "onnx-int8"):  # asked for by name: the error, not a fallback
+        with pytest.raises(RuntimeError, match="no ONNX Runtime"):
+            Tagger(pos_tagger.model, backend=backend)
 
 
 def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_model, tiny_ner_model, ewt_sentences):
