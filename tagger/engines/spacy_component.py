@@ -8,6 +8,9 @@ pipeline can use it::
     nlp.add_pipe("bilstm_tagger", config={"model": "models/en-core"})
     doc = nlp("Barack Obama visited Paris.")
 
+``config={"backend": "int8"}`` (or ``onnx``, ``onnx-int8``) picks the runtime as
+:meth:`tagger.Tagger.load` does.
+
 Tasks map to attributes: ``upos`` -> ``pos_``, ``xpos`` -> ``tag_``, ``ner`` -> ``doc.ents``.
 Sentences come from an earlier component (sentencizer, parser) when there is one; otherwise
 the whole doc is tagged as one sequence. Whitespace tokens get no label.
@@ -22,9 +25,9 @@ from tagger.inference.predict import Tagger
 
 
 class BiLSTMTaggerComponent:
-    def __init__(self, nlp: Language, name: str, model: str, batch_size: int = 64):
+    def __init__(self, nlp: Language, name: str, model: str, batch_size: int = 64, backend: str = "torch"):
         self.name = name
-        self.tagger = Tagger.load(model)
+        self.tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
         self.batch_size = batch_size
 
     def __call__(self, doc: Doc) -> Doc:
@@ -70,6 +73,6 @@ class BiLSTMTaggerComponent:
             yield doc
 
 
-@Language.factory("bilstm_tagger", default_config={"model": "models/en-core", "batch_size": 64})
-def make_bilstm_tagger(nlp: Language, name: str, model: str, batch_size: int) -> BiLSTMTaggerComponent:
-    return BiLSTMTaggerComponent(nlp, name, model, batch_size)
+@Language.factory("bilstm_tagger", default_config={"model": "models/en-core", "batch_size": 64, "backend": "torch"})
+def make_bilstm_tagger(nlp: Language, name: str, model: str, batch_size: int, backend: str) -> BiLSTMTaggerComponent:
+    return BiLSTMTaggerComponent(nlp, name, model, batch_size, backend)

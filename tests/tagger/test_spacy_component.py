@@ -24,3 +24,18 @@ def test_component_sets_pos_and_ents_like_the_tagger(tiny_pos_model, tiny_ner_mo
         [(e.start, e.end, e.label) for s in ner.sentences for e in s.entities]
     assert len(docs[1]) == 0
     assert all(t.pos_ for t in docs[2])
+
+
+def test_component_runs_on_the_backend_its_config_names(tiny_pos_model):
+    import pytest
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    component = nlp.add_pipe("bilstm_tagger", config={"model": str(tiny_pos_model), "backend": "int8"})
+    assert component.tagger.backend == "int8"
+    text = "The quick brown fox jumps over the lazy dog."
+    doc = nlp(text)
+    expected = Tagger.load(tiny_pos_model, "int8").tag(text)
+    assert [t.pos_ for t in doc] == [t.labels["upos"].value for s in expected.sentences for t in s.tokens]
+    with pytest.raises(ValueError, match="unknown backend"):
+        spacy.blank("en").add_pipe("bilstm_tagger", config={"model": str(tiny_pos_model), "backend": "gpu"})
