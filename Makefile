@@ -40,9 +40,11 @@ proto: setup
 serve: setup
 	$(BIN)/tagger serve --host 127.0.0.1 --port 50051 --models models
 
-# Serving latency and throughput on loopback at 1/8/32/64 clients (bounded, about a minute).
+# Serving latency and throughput on loopback at 1/8/32/64 clients (bounded, about a minute),
+# then the same server on int8 weights in ONNX Runtime (TAGGER_BACKEND=onnx-int8) at 1 and 32.
 bench-serve: setup
 	$(BIN)/python scripts/bench_serve.py
+	$(BIN)/python scripts/bench_serve.py --backend onnx-int8 --levels 1 32
 
 # Memory over a million tiny documents through `tagger tag` (about 15 minutes; --via stream for TagStream).
 bench-memory: setup
