@@ -111,15 +111,18 @@ def quantize_graph(graph) -> bytes:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quiet = logging.getLogger().level  # the quantizer logs advice on the root logger
+    def not_the_quantizers(record: logging.LogRecord) -> bool:  # it logs advice on the root logger
+        return "onnxruntime" not in record.pathname
+
+    root = logging.getLogger()
     with tempfile.TemporaryDirectory(prefix="tagger-onnx-") as scratch:
         source, target = Path(scratch) / "float.onnx", Path(scratch) / "int8.onnx"
         onnx.save(graph, source)
-        logging.getLogger().setLevel(logging.ERROR)
+        root.addFilter(not_the_quantizers)
         try:
             quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul"])
         finally:
-            logging.getLogger().setLevel(quiet)
+            root.removeFilter(not_the_quantizers)
         return target.read_bytes()
 
 
