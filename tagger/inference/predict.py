@@ -245,6 +245,7 @@ class Tagger:
     """
 
     def __init__(self, model: Model, path: str | Path | None = None, backend: Backend = "torch"):
+        """``backend`` as :meth:`load` takes it; ``int8`` quantizes ``model``'s networks in place."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         self.model = model
