@@ -1,7 +1,7 @@
 """Soak test on loopback: 64 clients mixing Tag, TagStream and ListModels against one `tagger serve`.
 
 Usage: python scripts/soak.py [--minutes 10] [--clients 64] [--max-requests 5000000]
-                              [--stream-documents 0] [--json FILE] [--backend torch|onnx|auto]
+                              [--stream-documents 0] [--json FILE] [--backend torch|onnx|auto|int8|onnx-int8]
 
 Bounded in time and in request count. Prints, per minute, the requests, unexpected errors, p50
 and p99 latency per method and the server's resident memory; at the end, RSS against its

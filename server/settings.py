@@ -63,7 +63,8 @@ class ServerSettings(BaseSettings):
     backend: Literal["auto", "torch", "onnx", "int8", "onnx-int8"] = Field(
         "torch", description="where the encoder runs: torch; onnx (ONNX Runtime: same labels, lower latency, "
         "but about 150 MB more memory under load); auto (onnx when onnxruntime is installed); int8 (torch with "
-        "the encoder's weights in int8: faster, less memory; labels differ on a few tokens in a thousand); "
+        "the encoder's weights in int8: faster, less memory while serving; labels differ on a few tokens in a "
+        "thousand); "
         "onnx-int8 (ONNX Runtime with int8 weights: the lowest latency, onnx's memory)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = False

@@ -432,7 +432,7 @@ def tag(
             with tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty()) as bar:
                 tag_file(tagger, read_documents(input, input_format), handle, output_format, not no_scores,
                          batch_documents, bar.update)
-    except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError) as error:
+    except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError, RuntimeError) as error:
         _fail(error)
 
 

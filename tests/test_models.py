@@ -81,18 +81,18 @@ def test_the_onnx_backend_tags_each_test_set_exactly_like_torch(name):
 
 @pytest.mark.parametrize("backend", ["int8", "onnx-int8"])
 @pytest.mark.parametrize("name", BUNDLED)
-def test_the_int8_backends_keep_each_test_score_within_three_tenths(name, backend):
+def test_the_int8_backends_keep_each_test_score_within_half_a_point(name, backend):
     """int8 weights change a few labels in a thousand, not the scores: each task's test score
-    within 0.3 points of the card (float32; en-joint NER moved most, -0.27 on torch), and at
-    least 99% of the labels unchanged."""
+    within 0.5 points of the card (float32; here en-joint NER moved most, -0.27 on torch; other
+    CPUs' int8 kernels round differently), and at least 99% of the labels unchanged."""
     if backend == "onnx-int8" and not onnx_available():
         pytest.skip("the onnx extra is not installed")
     from tagger import Tagger
 
     model = load_model(ROOT / "models" / name)
     tagger = Tagger.load(ROOT / "models" / name, backend)
-    if backend == "int8":
-        assert is_quantized(tagger.model.members[0].network) and not is_quantized(model.members[0].network)
+    if backend == "int8":  # every member of an ensemble
+        assert all(is_quantized(m.network) for m in tagger.model.members) and not is_quantized(model.network)
     card = json.loads((ROOT / "models" / name / "metrics.json").read_text())
     for task in model.config.model.tasks:
         path, column = TEST_SETS[task.name]
@@ -100,7 +100,7 @@ def test_the_int8_backends_keep_each_test_score_within_three_tenths(name, backen
         tokens, documents = [s.tokens for s in corpus.sentences], document_ids(corpus.sentences)
         predicted = [p[task.name].labels for p in tagger.predict_sentences(tokens, documents)]
         report = evaluate_labels([list(s.labels) for s in corpus.sentences], predicted, task.kind)
-        assert 100 * main(report) == pytest.approx(100 * main(card["test"][task.name]), abs=0.3), task.name
+        assert 100 * main(report) == pytest.approx(100 * main(card["test"][task.name]), abs=0.5), task.name
         reference = tag_corpus(model, tokens, task.name, documents)
         same = sum(a == b for p, r in zip(predicted, reference) for a, b in zip(p, r))
         assert same / report["tokens"] >= 0.99, task.name

@@ -28,7 +28,7 @@ from tagger.data.batching import Example, bucketed, length_mask
 from tagger.data.schemes import entity_types, labels_for, spans
 from tagger.data.tokenize import Tokenizer
 from tagger.inference.context import pool_emissions
-from tagger.inference.quantize import quantize_network
+from tagger.inference.quantize import quantized_model
 from tagger.inference.runtime import OnnxEncoder, onnx_available
 from tagger.model.directory import load_model
 
@@ -245,19 +245,16 @@ class Tagger:
     """
 
     def __init__(self, model: Model, path: str | Path | None = None, backend: Backend = "torch"):
-        """``backend`` as :meth:`load` takes it; ``int8`` quantizes ``model``'s networks in place."""
+        """``backend`` as :meth:`load` takes it (``int8`` tags with a quantized copy of ``model``)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend == "int8":
+            model = quantized_model(model)
         self.model = model
         self.path = str(path) if path else None
         self.tokenizer = Tokenizer(model.config.lang)
         self._kinds = {t.name: t.kind for t in model.config.model.tasks}
         self._encoder: list[OnnxEncoder] | None = None
-        if backend == "int8":  # the members' networks, in place
-            for member in model.members:
-                quantize_network(member.network)
-            self.backend = backend
-            return
         if backend in ("onnx", "onnx-int8") or backend == "auto" and onnx_available():
             try:
                 self._encoder = [OnnxEncoder(member.network, int8=backend == "onnx-int8") for member in model.members]

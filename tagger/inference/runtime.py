@@ -115,14 +115,20 @@ def quantize_graph(graph) -> bytes:
         return "onnxruntime" not in record.pathname
 
     root = logging.getLogger()
+    # logging.warning() on a root logger without handlers would install a stderr handler for good
+    placeholder = logging.NullHandler() if not root.handlers else None
     with tempfile.TemporaryDirectory(prefix="tagger-onnx-") as scratch:
         source, target = Path(scratch) / "float.onnx", Path(scratch) / "int8.onnx"
         onnx.save(graph, source)
         root.addFilter(not_the_quantizers)
+        if placeholder is not None:
+            root.addHandler(placeholder)
         try:
             quantize_dynamic(source, target, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM", "MatMul"])
         finally:
             root.removeFilter(not_the_quantizers)
+            if placeholder is not None:
+                root.removeHandler(placeholder)
         return target.read_bytes()
 
 

@@ -151,15 +151,16 @@ def test_backends_auto_falls_back_to_torch_and_onnx_does_not(pos_tagger, monkeyp
 
 
 def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_model, tiny_ner_model, ewt_sentences,
-                                                                   caplog):
+                                                                   caplog, monkeypatch):
     """int8 replaces the encoder's LSTM and the output layers (of every member) and leaves
     the rest, and on real sentences keeps nearly every label; scores stay probabilities."""
-    from tagger.inference.quantize import is_quantized, quantize_network
+    from tagger.inference.quantize import is_quantized, quantized_network
     from tagger.inference.runtime import onnx_available
     from tagger.model.directory import load_model
 
     for directory in (tiny_pos_model, tiny_ner_model):
-        fp32, int8 = Tagger.load(directory), Tagger.load(directory, backend="int8")
+        fp32 = Tagger.load(directory)
+        int8 = Tagger(fp32.model, backend="int8")  # a quantized copy: fp32's model stays float
         assert int8.backend == "int8" and fp32.backend == "torch"
         network = int8.model.members[0].network
         assert is_quantized(network) and not is_quantized(fp32.model.members[0].network)
@@ -171,9 +172,25 @@ def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_mo
                  for s, r in zip(a.sentences, b.sentences) for x, y in zip(s.tokens, r.tokens) for task in fp32.tasks]
         assert sum(x == y for x, y, _ in pairs) / len(pairs) >= 0.98
         assert all(0.0 <= score <= 1.0 for _, _, score in pairs)
+        assert not is_quantized(fp32.model.network) and fp32.tag_tokens(sentences) == a  # the original unchanged
     if onnx_available():
+        import onnx
+
+        import tagger.inference.runtime as runtime
+
+        quantized = []
+        real = runtime.quantize_graph
+
+        def recording(graph):
+            quantized.append(graph)
+            return real(graph)
+
+        monkeypatch.setattr(runtime, "quantize_graph", recording)
         with caplog.at_level("INFO"):
             both = Tagger.load(tiny_pos_model, backend="onnx-int8")
+        assert len(quantized) == 1  # the session runs the quantized graph
+        ops = {node.op_type for node in onnx.load_from_string(real(quantized[0])).graph.node}
+        assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops
         assert both.backend == "onnx-int8"
         assert not [r for r in caplog.records if "onnxruntime" in r.pathname]  # the quantizer's advice is not ours to print
         tagged = both.tag_tokens([s.tokens for s in ewt_sentences["dev"][:100]])
@@ -181,7 +198,7 @@ def test_the_int8_backend_quantizes_every_member_and_tags_like_torch(tiny_pos_mo
     training = load_model(tiny_pos_model)
     training.network.train()
     with pytest.raises(ValueError, match="inference only"):
-        quantize_network(training.network)
+        quantized_network(training.network)
 
 
 def test_tagging_pauses_the_garbage_collector_only_while_it_runs(pos_tagger):
