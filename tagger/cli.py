@@ -240,16 +240,20 @@ def evaluate(
     context_weight: Annotated[Optional[float], typer.Option(
         "--context-weight", min=0.0, max=1.0, help="document context weight instead of the model's (0: off); "
         "documents are the corpus's # newdoc / -DOCSTART- marks")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="runtime to score, as tagger tag takes it (e.g. int8: "
+                                         "what its labels score on your corpus)")] = "torch",
 ) -> None:
     """Score a model on a labelled corpus: seqeval (strict IOB2) for spans, token accuracy."""
     from tagger.data.readers import load_corpus
-    from tagger.inference.predict import tag_corpus
+    from tagger.inference.predict import BACKENDS, Tagger
     from tagger.model.artifact import ArtifactError
     from tagger.model.directory import load_model
     from tagger.training.metrics import evaluate_labels
     from tagger.training.plots import confusion_matrix
 
     try:
+        if backend not in BACKENDS:
+            raise UserError(f"--backend must be one of {', '.join(BACKENDS)}")
         loaded = load_model(model)
         if context_weight is not None:
             loaded.config = loaded.config.with_context(weight=context_weight)
@@ -261,13 +265,15 @@ def evaluate(
         corpus = load_corpus(data, corpus_format, kind=tasks[name])  # type: ignore[arg-type]
         gold = [list(s.labels or ()) for s in corpus.sentences]
         documents = document_ids(corpus.sentences)
-        predicted = tag_corpus(loaded, [s.tokens for s in corpus.sentences], name, documents)
+        tagger = Tagger(loaded, model, backend)  # type: ignore[arg-type]
+        predicted = [p[name].labels for p in tagger.predict_sentences([s.tokens for s in corpus.sentences], documents)]
         report = {"model": str(model), "data": str(data), "task": name, **evaluate_labels(gold, predicted, tasks[name]),
                   "documents": max(documents) + 1 if documents else None,
-                  "context_weight": loaded.config.context.weight if tasks[name] == "span" else 0.0}
+                  "context_weight": loaded.config.context.weight if tasks[name] == "span" else 0.0,
+                  "backend": tagger.backend}
         if confusion is not None and tasks[name] == "tag":
             confusion_matrix(report["confusion"], confusion, f"{name} confusion on {data.name}")
-    except (ArtifactError, CorpusError, UserError, ValueError, OSError) as error:
+    except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError, RuntimeError) as error:
         _fail(error)
     if as_json:
         typer.echo(json.dumps(report))

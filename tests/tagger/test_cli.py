@@ -55,6 +55,14 @@ def test_train_then_evaluate_json_on_ewt(tmp_path, shared_data, write_head):
     assert 0.2 < report["accuracy"] <= 1  # above the most frequent tag (NOUN, 17%)
     assert {"ADJ", "NOUN", "VERB"} <= set(report["per_label"])
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert report["backend"] == "torch"
+    quantized = run("evaluate", "--model", tmp_path / "pos", "--data", dev, "--json", "--backend", "int8")
+    assert quantized.exit_code == 0, quantized.output
+    int8 = json.loads(quantized.stdout)
+    assert int8["backend"] == "int8" and int8["tokens"] == report["tokens"]
+    assert abs(int8["accuracy"] - report["accuracy"]) < 0.01  # int8 labels, scored on the same corpus
+    refused = run("evaluate", "--model", tmp_path / "pos", "--data", dev, "--backend", "gpu")
+    assert refused.exit_code != 0 and "--backend must be one of" in refused.output
 
 
 @pytest.mark.parametrize("corpus, extra", [
