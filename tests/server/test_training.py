@@ -11,8 +11,10 @@ from contextlib import contextmanager
 
 import grpc
 import pytest
+from typer.testing import CliRunner
 
 from server.app import build_server
+from server.cli import app as cli_app
 from server.client import TaggerClient
 from server.registry import ModelRegistry
 from server.settings import ServerSettings
@@ -204,10 +206,6 @@ def test_training_needs_the_admin_token(loop_thread, models_dir, tmp_path, share
 
 
 def test_client_cli_upload_train_jobs(loop_thread, models_dir, tmp_path, shared_data):
-    from typer.testing import CliRunner
-
-    from server.cli import app
-
     train_file, dev_file = tmp_path / "train.iob2", tmp_path / "dev.iob2"
     train_file.write_bytes(corpus_bytes(shared_data, "train", 200))
     dev_file.write_bytes(corpus_bytes(shared_data, "dev", 40))
@@ -215,17 +213,17 @@ def test_client_cli_upload_train_jobs(loop_thread, models_dir, tmp_path, shared_
         address = f"127.0.0.1:{running.port}"
         runner = CliRunner()
         for name, path in (("t", train_file), ("d", dev_file)):
-            result = runner.invoke(app, ["client", "upload", name, str(path), "--server", address])
+            result = runner.invoke(cli_app, ["client", "upload", name, str(path), "--server", address])
             assert result.exit_code == 0, result.output
         assert "stored t: 200 sentences" in result.output or "stored d: 40 sentences" in result.output
         overrides = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]
-        result = runner.invoke(app, ["client", "train", "--train", "t", "--dev", "d", "--model", "cli-model",
+        result = runner.invoke(cli_app, ["client", "train", "--train", "t", "--dev", "d", "--model", "cli-model",
                                      "--server", address, *overrides])
         assert result.exit_code == 0, result.output
         assert "cli-model version 1 activated" in result.output
         assert "dev ner: accuracy" in result.output and "f1" in result.output
         assert any(line.split()[:1] == ["PLACE"] for line in result.output.splitlines())
-        result = runner.invoke(app, ["client", "jobs", "--server", address])
+        result = runner.invoke(cli_app, ["client", "jobs", "--server", address])
         assert result.exit_code == 0 and "SUCCEEDED" in result.output and "cli-model" in result.output
 
 
@@ -382,10 +380,14 @@ def test_a_distillation_job_learns_from_a_served_teacher(loop_thread, models_dir
                 assert len(tokens) == 9 and all("ner" in t.labels for t in tokens)
 
             upload(training, "places-train", corpus_bytes(shared_data, "train", 50))
-            with TaggerClient(f"127.0.0.1:{running.port}") as client:  # labels the teacher never saw: a clear failure
-                places = client.start_training("places-train", "ner-dev", "student2", FAST, teachers=["ner"])
-            failed = watch(training, places.id)[-1].job
+            # the client command line asks for the same kind of job; labels the teacher never saw: a clear failure
+            result = CliRunner().invoke(cli_app, ["client", "train", "--train", "places-train", "--dev", "ner-dev",
+                                                  "--model", "student2", "--teacher", "ner", "--server",
+                                                  f"127.0.0.1:{running.port}", *(f"--set={k}={v}" for k, v in FAST.items())])
+            assert result.exit_code == 1, result.output
+            failed = next(j for j in training.ListJobs(pb.ListJobsRequest(), timeout=30).jobs if j.model_name == "student2")
             assert failed.state == "FAILED" and "PLACE" in failed.error
+            assert f"job {failed.id} FAILED" in result.output and "PLACE" in result.output
             for request, code in ((dict(teachers=["ner"], base_model="ner"), grpc.StatusCode.INVALID_ARGUMENT),
                                   (dict(teachers=["nobody"]), grpc.StatusCode.NOT_FOUND)):
                 with pytest.raises(grpc.RpcError) as error:

@@ -16,6 +16,7 @@ from tagger.inference.predict import predict
 from tagger.model.directory import load_model
 from tagger.model.ensemble import save_ensemble
 from tagger.training.distill import DistillError, TeacherCache, assign_tasks, distill, distillation_objective, fingerprint, label_examples
+from tagger.training.train import CHECKPOINT
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -167,3 +168,30 @@ def test_tagger_distill_on_the_real_corpora_with_unlabelled_text(tiny_pos_model,
     result = CliRunner().invoke(app, [str(a) for a in ["distill", "--teacher", tmp_path / "missing", "--train", train[0],
                                                        "--dev", dev[0], "--output", tmp_path / "x"]])
     assert result.exit_code == 2 and "error:" in result.output and "missing" in result.output
+
+
+def test_an_interrupted_distillation_resumes_where_it_stopped(tiny_pos_model, joint_examples, tmp_path):
+    """Stopped after epoch 1 (Ctrl-C): the teachers' labels and the checkpoint stay, and a rerun
+    with resume ends where an uninterrupted run does."""
+    pos = [Example(e.tokens, {"upos": e.labels["upos"]}, e.document) for e in joint_examples]
+    train_part, dev = pos[:160], pos[500:540]
+    config = small_student(epochs=2)
+    config.train.schedule = "none"
+    reference = distill(config, [tiny_pos_model], train_part, dev, tmp_path / "ref", progress=False)
+
+    def interrupt(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, [tiny_pos_model], train_part, dev, tmp_path / "run", progress=False, on_epoch=interrupt)
+    assert (tmp_path / "run" / CHECKPOINT / "state.json").is_file()
+    assert (tmp_path / "run" / "teachers").is_dir()  # the labelling is not lost with the run
+    resumed = distill(config, [tiny_pos_model], train_part, dev, tmp_path / "run", resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2]
+    assert resumed.metrics["history"][1]["loss"] == pytest.approx(reference.metrics["history"][1]["loss"], rel=1e-5)
+    for (name, a), (_, b) in zip(reference.model.network.state_dict().items(),
+                                 resumed.model.network.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert not (tmp_path / "run" / "teachers").exists()  # removed once the run ended
+    assert "Distilled" in (tmp_path / "run" / "README.md").read_text()

@@ -37,6 +37,21 @@ def _torchrun() -> list[str]:
     return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
 
 
+def test_the_group_waits_hours_by_default_and_the_environment_sets_it(monkeypatch):
+    from datetime import timedelta
+
+    from tagger.training.distributed import group_timeout
+
+    monkeypatch.delenv("TAGGER_DIST_TIMEOUT_MINUTES", raising=False)
+    assert group_timeout() == timedelta(hours=6)  # rank 0 labels a distillation's text while the others wait
+    monkeypatch.setenv("TAGGER_DIST_TIMEOUT_MINUTES", "90")
+    assert group_timeout() == timedelta(minutes=90)
+    for bad in ("0", "-5", "soon"):
+        monkeypatch.setenv("TAGGER_DIST_TIMEOUT_MINUTES", bad)
+        with pytest.raises(ValueError, match="TAGGER_DIST_TIMEOUT_MINUTES must be a positive number"):
+            group_timeout()
+
+
 def test_tagger_train_under_torchrun_with_two_processes(tmp_path, data_dir, write_head):
     ewt = data_dir / "ud-english-ewt"
     train = write_head(ewt / "en_ewt-ud-train.conllu", tmp_path / "train.conllu", 600)

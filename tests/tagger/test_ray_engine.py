@@ -18,6 +18,7 @@ from tagger.engines.ray_engine import RayEngineError, input_files, read_shards, 
 
 pytest.importorskip("ray")
 TAGGER = Path(sys.executable).parent / "tagger"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +34,12 @@ def inputs(tmp_path_factory, data_dir) -> Path:
     return directory
 
 
-def test_ray_output_matches_tagger_tag_file_by_file(inputs, tiny_ner_model, tmp_path):
+def test_ray_output_matches_tagger_tag_file_by_file(inputs, tmp_path):
+    """On the bundled default, en-core: three tasks from one model, and document context (its
+    NER pools a name's scores over the document), so a document must reach one actor whole."""
+    model = ROOT / "models" / "en-core"
     output = tmp_path / "out"
-    done = subprocess.run([str(TAGGER), "tag", "--engine", "ray", "--model", str(tiny_ner_model), "--input", str(inputs),
+    done = subprocess.run([str(TAGGER), "tag", "--engine", "ray", "--model", str(model), "--input", str(inputs),
                            "--output", str(output), "--num-actors", "2"],
                           capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -45,7 +49,7 @@ def test_ray_output_matches_tagger_tag_file_by_file(inputs, tiny_ner_model, tmp_
     runner = CliRunner()
     for file, records in by_file.items():
         expected_path = tmp_path / (Path(file).name + ".jsonl")
-        result = runner.invoke(app, ["tag", "--model", str(tiny_ner_model), "--input", file, "--output", str(expected_path)])
+        result = runner.invoke(app, ["tag", "--model", str(model), "--input", file, "--output", str(expected_path)])
         assert result.exit_code == 0, result.output
         expected = [json.loads(line) for line in expected_path.read_text(encoding="utf-8").splitlines()]
         assert [r["index"] for r in records] == list(range(len(expected)))  # order within the file kept
@@ -56,8 +60,12 @@ def test_ray_output_matches_tagger_tag_file_by_file(inputs, tiny_ner_model, tmp_
             assert [(e["start"], e["end"], e["label"]) for e in got["entities"]] == \
                    [(e["start"], e["end"], e["label"]) for e in want["entities"]]
             assert [t["score"] for t in got["tokens"]] == pytest.approx([t["score"] for t in want["tokens"]], abs=1e-4)
+            assert [{task: v["value"] for task, v in t["labels"].items()} for t in got["tokens"]] == \
+                   [{task: v["value"] for task, v in t["labels"].items()} for t in want["tokens"]]
     assert by_file[str((inputs / "news" / "b.jsonl").resolve())][0]["id"] == "b-0"
     assert sum(len(r["entities"]) for rs in by_file.values() for r in rs) > 0
+    first = next(r for rs in by_file.values() for r in rs if r["tokens"])
+    assert set(first["tokens"][0]["labels"]) == {"upos", "xpos", "ner"}
 
 
 def test_inputs_are_files_directories_or_globs(inputs):
