@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from server.batcher import MicroBatcher, QueueFull
+from server.batcher import MicroBatcher, QueueFull, estimate_tokens
 from server.convert import model_info, response_pb
 from server.metrics import Metrics
 from server.registry import ModelEntry, ModelRegistry, UnknownModel
@@ -19,7 +19,6 @@ from tagger_proto.v1 import tagger_pb2_grpc as pb_grpc
 
 log = logging.getLogger("tagger.server")
 
-STREAM_WINDOW = 256  # documents of one TagStream in flight at once: enough to fill micro-batches
 
 
 class RequestError(Exception):
@@ -28,6 +27,39 @@ class RequestError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code = code
+
+
+class StreamWindow:
+    """Documents in flight within one stream: at most ``tokens`` estimated tokens and
+    ``documents`` documents, and always at least one document (a long one goes alone)."""
+
+    def __init__(self, tokens: int, documents: int):
+        self.max_tokens, self.max_documents = tokens, documents
+        self.tokens = self.documents = 0
+        self._changed = asyncio.Condition()
+
+    def _room(self, size: int) -> bool:
+        return self.documents == 0 or (self.documents < self.max_documents and self.tokens + size <= self.max_tokens)
+
+    async def take(self, size: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._room(size))
+            self.tokens += size
+            self.documents += 1
+
+    async def give(self, size: int) -> None:
+        async with self._changed:
+            self.tokens -= size
+            self.documents -= 1
+            self._changed.notify_all()
+
+
+def request_tokens(request: pb.TagRequest) -> int:
+    """The request's document size in tokens, estimated as the micro-batcher does (raw text: by
+    its length), before it is validated."""
+    if request.WhichOneof("input") == "tokens":
+        return estimate_tokens([s.tokens for s in request.tokens.sentences])
+    return estimate_tokens(request.text)
 
 
 class TaggerService(pb_grpc.TaggerServicer):
@@ -86,34 +118,49 @@ class TaggerService(pb_grpc.TaggerServicer):
 
     async def TagStream(self, requests: AsyncIterator[pb.TagRequest],
                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TagResponse]:
-        """Responses in request order; up to a window of documents is tagged concurrently so
-        a stream fills micro-batches on its own."""
+        """Responses in request order; documents are read ahead and tagged concurrently, up to a
+        window (:meth:`_stream_window`), so a stream fills micro-batches on its own."""
         started = time.perf_counter()
-        window: asyncio.Queue[asyncio.Task | None] = asyncio.Queue(maxsize=STREAM_WINDOW)
+        window: asyncio.Queue[tuple[asyncio.Task, int] | None] = asyncio.Queue()
+        in_flight = StreamWindow(*self._stream_window())
 
         async def read() -> None:
             try:
                 async for request in requests:
-                    await window.put(asyncio.ensure_future(self._tag(request, context)))
+                    size = request_tokens(request)
+                    await in_flight.take(size)
+                    await window.put((asyncio.ensure_future(self._tag(request, context)), size))
             finally:
                 await window.put(None)
 
         reader = asyncio.ensure_future(read())
         try:
-            while (task := await window.get()) is not None:
+            while (item := await window.get()) is not None:
+                task, size = item
                 try:
-                    yield await task
+                    response = await task
                 except RequestError as error:
                     self._count("TagStream", error.code, started, "")
                     await context.abort(error.code, str(error))
+                await in_flight.give(size)
+                yield response
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
             while not window.empty():
                 pending = window.get_nowait()
                 if pending is not None:
-                    pending.cancel()
+                    pending[0].cancel()
         self._count("TagStream", grpc.StatusCode.OK, started, "")
+
+    def _stream_window(self) -> tuple[int, int]:
+        """How much of one TagStream is tagged at once, in (estimated) tokens and documents: a
+        full micro-batch for every worker and one forming, so the workers are fed while the
+        stream's oldest document is tagged; at most half the queue, so one stream cannot fill
+        it. Counted in tokens, what a stream holds in memory is bounded whatever its documents'
+        length (a fixed 256 documents could be 256 documents of a million characters each)."""
+        settings = self.settings
+        return (settings.workers_per_model + 1) * settings.batch_tokens, max(1, settings.max_queue_documents // 2)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         started = time.perf_counter()

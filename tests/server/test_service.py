@@ -93,6 +93,37 @@ def test_stream_keeps_order_and_ids_over_1000_documents(client):
         assert " ".join(t.text for s in response.sentences for t in s.tokens).replace(" ", "") == text.replace(" ", "")
 
 
+def test_a_streams_window_holds_a_token_budget_and_a_long_document_goes_alone():
+    import asyncio
+
+    from server.service import StreamWindow, request_tokens
+
+    assert request_tokens(make_request(text="x" * 500)) == 100  # raw text: estimated as the batcher does
+    assert request_tokens(make_request(tokens=[["a", "b"], ["c"]])) == 3
+
+    async def scenario() -> None:
+        window = StreamWindow(tokens=100, documents=3)
+        await window.take(60)
+        await window.take(40)
+        blocked = asyncio.ensure_future(window.take(1))  # over the token budget: waits
+        await asyncio.sleep(0.01)
+        assert not blocked.done()
+        await window.give(60)
+        await asyncio.wait_for(blocked, 1)
+        await window.take(1)
+        extra = asyncio.ensure_future(window.take(1))  # three documents already: waits for one to end
+        await asyncio.sleep(0.01)
+        assert not extra.done() and (window.tokens, window.documents) == (42, 3)
+        for size in (40, 1, 1):
+            await window.give(size)
+        await asyncio.wait_for(extra, 1)
+        await window.give(1)
+        assert (window.tokens, window.documents) == (0, 0)
+        await asyncio.wait_for(window.take(10_000), 1)  # larger than the budget, but nothing else in flight
+
+    asyncio.run(scenario())
+
+
 def test_list_models(client):
     models = {m.name: m for m in client.list_models().models}
     assert set(models) == {"pos", "ner"}
