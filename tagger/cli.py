@@ -240,6 +240,9 @@ def evaluate(
     context_weight: Annotated[Optional[float], typer.Option(
         "--context-weight", min=0.0, max=1.0, help="document context weight instead of the model's (0: off); "
         "documents are the corpus's # newdoc / -DOCSTART- marks")] = None,
+    entity_bias: Annotated[Optional[float], typer.Option(
+        "--entity-bias", min=0.0, max=20.0, help="added to entity-start labels' scores instead of the model's "
+        "decode.entity_bias (0: off; more: more mentions found, at some precision)")] = None,
     backend: Annotated[str, typer.Option("--backend", help="runtime to score, as tagger tag takes it (e.g. int8: "
                                          "what its labels score on your corpus)")] = "torch",
 ) -> None:
@@ -257,6 +260,8 @@ def evaluate(
         loaded = load_model(model)
         if context_weight is not None:
             loaded.config = loaded.config.with_context(weight=context_weight)
+        if entity_bias is not None:
+            loaded.config = loaded.config.with_entity_bias(entity_bias)
         corpus_format = _format(fmt, token_column, label_column, scheme)
         tasks = {t.name: t.kind for t in loaded.config.model.tasks}
         name = task or _pick_task(tasks, str(data), corpus_format)
@@ -270,6 +275,7 @@ def evaluate(
         report = {"model": str(model), "data": str(data), "task": name, **evaluate_labels(gold, predicted, tasks[name]),
                   "documents": max(documents) + 1 if documents else None,
                   "context_weight": loaded.config.context.weight if tasks[name] == "span" else 0.0,
+                  "entity_bias": loaded.config.decode.entity_bias if tasks[name] == "span" else 0.0,
                   "backend": tagger.backend}
         if confusion is not None and tasks[name] == "tag":
             confusion_matrix(report["confusion"], confusion, f"{name} confusion on {data.name}")
@@ -385,6 +391,8 @@ def _report_table(report: dict[str, Any], kind: str) -> str:
         if report["context_weight"]:
             within = f"{report['documents']} documents" if report["documents"] else "each sentence alone (no document marks)"
             lines.append(f"document context: weight {report['context_weight']:g}, {within}")
+        if report.get("entity_bias"):
+            lines.append(f"entity bias: {report['entity_bias']:g} added to entity-start labels' scores")
     lines.append(f"{'label':<16}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for label, row in report["per_label"].items():
         lines.append(f"{label:<16}{row['precision']:>10.4f}{row['recall']:>10.4f}{row['f1']:>10.4f}{row['support']:>10}")

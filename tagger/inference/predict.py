@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -96,10 +96,11 @@ def batch_emissions(model: Model, sentences: Sequence[Sequence[str]], documents:
     pooled = [t.name for t in model.config.model.tasks if t.kind == "span"] if context.weight > 0 else []
     batches = [nonempty for indices in bucketed(lengths, batch_size, max_tokens=max_tokens)
                if (nonempty := [i for i in indices if lengths[i]])]
+    bias = _entity_bias(model)
     if not pooled:
         for nonempty in batches:
             emissions, mask = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)
-            yield nonempty, emissions, mask
+            yield nonempty, bias(emissions), mask
         return
     # document context: every sentence's emissions first, then pooled, then batched again
     rows: dict[int, dict[str, torch.Tensor]] = {}
@@ -115,7 +116,27 @@ def batch_emissions(model: Model, sentences: Sequence[Sequence[str]], documents:
             rows[i][task] = emission
     for nonempty in batches:
         emissions = {task: pad_sequence([rows[i][task] for i in nonempty], batch_first=True) for task in tasks}
-        yield nonempty, emissions, length_mask([lengths[i] for i in nonempty])
+        yield nonempty, bias(emissions), length_mask([lengths[i] for i in nonempty])
+
+
+def _entity_bias(model: Model) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """What adds the model's ``decode.entity_bias`` to its span tasks' entity-start labels
+    (``B-``, ``S-``) in a batch's emissions (:class:`tagger.config.DecodeConfig`); the identity
+    when it is 0."""
+    bias = model.config.decode.entity_bias
+    starts = {t.name: [k for k, label in enumerate(model.featurizer.labels[t.name].items) if label[:2] in ("B-", "S-")]
+              for t in model.config.model.tasks if t.kind == "span"} if bias else {}
+    if not starts:
+        return lambda emissions: emissions
+
+    def add(emissions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for task, columns in starts.items():
+            shift = torch.zeros(emissions[task].size(-1), dtype=emissions[task].dtype)
+            shift[columns] = bias
+            emissions[task] = emissions[task] + shift
+        return emissions
+
+    return add
 
 
 def _store(results: list[dict[str, TaskPrediction]], model: Model,

@@ -47,7 +47,8 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     lines += ["", "## Hyperparameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in _flatten({"model": {k: v for k, v in model.items() if k != 'tasks'},
                                                        "train": train, "context": config.get("context") or {}}).items()]
-    lines += ["", "## Scores", "", *_context_note(config.get("context"))]
+    lines += ["", "## Scores", "", *_context_note(config.get("context")), *_bias_note(config.get("decode"),
+                                                                                       metrics.get("entity_bias"))]
     for split in ("dev", "test"):
         for task, report in (metrics.get(split) or {}).items():
             lines += _report(split, task, report)
@@ -222,6 +223,20 @@ def _context_note(context: dict[str, Any] | None, extra: str = "") -> list[str]:
     return [f"Document context: the span-task scores of {which} that occurs more than once in a document move "
             f"{context['weight']:g} of the way to their mean over its occurrences there (`tagger/inference/context.py`). "
             f"The scores below use it, with the documents the corpus marks (`# newdoc`){extra}.", ""]
+
+
+def _bias_note(decode: dict[str, Any] | None, choice: dict[str, Any] | None) -> list[str]:
+    """A line on the entity bias (:class:`tagger.config.DecodeConfig`) when the model uses one or
+    training chose it on dev."""
+    bias = (decode or {}).get("entity_bias", 0)
+    if not bias and not choice:
+        return []
+    line = (f"Entity bias: {bias:g} is added to the scores of the labels that start an entity before decoding "
+            "(more mentions found, at some cost in precision); the scores below use it.")
+    if choice:
+        tried = ", ".join(f"{row['bias']:g}: {100 * row['dev']:.2f}" for row in choice["grid"])
+        line += f" Chosen on dev among (bias: dev score) {tried}."
+    return [line, ""]
 
 
 def _read_optional(path: Path) -> dict[str, Any]:

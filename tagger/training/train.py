@@ -32,7 +32,7 @@ from tagger.data.vectors import load_vectors
 from tagger.data.vocab import Vocab
 from tagger.data.writers import atomic_write_bytes, atomic_write_text
 from tagger.inference.predict import predict
-from tagger.model.artifact import METRICS, Model, build_model, save_model
+from tagger.model.artifact import CONFIG, METRICS, Model, build_model, save_model
 from tagger.model.directory import load_model
 from tagger.training import distributed
 from tagger.training.card import write_card
@@ -341,9 +341,11 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         distributed.barrier(context)  # rank 0 writes the metrics and the card
         return TrainResult(load_model(output), json.loads((output / METRICS).read_text()))
     best = load_model(output)  # the best epoch's weights, exactly as saved
+    bias = choose_entity_bias(best, dev_data, config.train.entity_bias_grid, output)
     dev_reports = evaluate_model(best, dev_data)
     metrics = {
         "dev": dev_reports,
+        **({"entity_bias": bias} if bias else {}),
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "train_sentences": len(train_data),
@@ -363,6 +365,25 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     shutil.rmtree(checkpoint, ignore_errors=True)
     distributed.barrier(context)
     return TrainResult(best, metrics)
+
+
+def choose_entity_bias(model: Model, dev_data: Sequence[Example], grid: Sequence[float],
+                       directory: Path | None = None) -> dict[str, Any] | None:
+    """Set ``model``'s ``decode.entity_bias`` to the value of ``grid`` (and 0) with the best dev
+    score, the smallest on a tie, and write it into ``directory``'s config.json if given. None
+    (nothing changed) without a grid or a span task. Returns the choice and every value's dev
+    score, for the metrics and the card."""
+    if not grid or not any(t.kind == "span" for t in model.config.model.tasks):
+        return None
+    scores = []
+    for bias in sorted({0.0, *grid}):
+        model.config = model.config.with_entity_bias(bias)
+        scores.append({"bias": bias, "dev": dev_score(model, evaluate_model(model, dev_data))})
+    chosen = max(scores, key=lambda row: row["dev"])["bias"]  # the first (smallest) of equal scores
+    model.config = model.config.with_entity_bias(chosen)
+    if directory is not None:
+        atomic_write_text(directory / CONFIG, model.config.model_dump_json(indent=2))
+    return {"chosen": chosen, "grid": scores}
 
 
 def _check_labels(base: Model, data: Sequence[Example]) -> None:
