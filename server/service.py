@@ -156,11 +156,13 @@ class TaggerService(pb_grpc.TaggerServicer):
     def _stream_window(self) -> tuple[int, int]:
         """How much of one TagStream is tagged at once, in (estimated) tokens and documents: a
         full micro-batch for every worker and one forming, so the workers are fed while the
-        stream's oldest document is tagged; at most half the queue, so one stream cannot fill
-        it. Counted in tokens, what a stream holds in memory is bounded whatever its documents'
-        length (a fixed 256 documents could be 256 documents of a million characters each)."""
+        stream's oldest document is tagged; and at most 256 documents or a quarter of the
+        queue, so several streams and other callers share it. Counted in tokens too, what a
+        stream holds in memory is bounded whatever its documents' length (256 documents alone
+        could be 256 documents of a million characters each)."""
         settings = self.settings
-        return (settings.workers_per_model + 1) * settings.batch_tokens, max(1, settings.max_queue_documents // 2)
+        return ((settings.workers_per_model + 1) * settings.batch_tokens,
+                max(1, min(256, settings.max_queue_documents // 4)))
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         started = time.perf_counter()

@@ -297,8 +297,12 @@ def ensemble(
     context_weight: Annotated[Optional[float], typer.Option(
         "--context-weight", min=0.0, max=1.0, help="the ensemble's document context weight "
         "(default: the first model's); choose it on dev data with tagger evaluate --context-weight")] = None,
+    entity_bias: Annotated[Optional[float], typer.Option(
+        "--entity-bias", min=0.0, max=20.0, help="the ensemble's entity bias (default: 0, whatever the "
+        "members' were); choose it on dev data with tagger evaluate --entity-bias")] = None,
 ) -> None:
     """Combine trained models into one that averages their scores (same labels per task)."""
+    from tagger.config import DecodeConfig
     from tagger.model.artifact import ArtifactError
     from tagger.model.directory import load_model
     from tagger.model.ensemble import save_ensemble
@@ -312,7 +316,8 @@ def ensemble(
         if any(len(m.members) > 1 for m in loaded):
             raise UserError("an ensemble cannot be a member of another; list its members instead")
         context = None if context_weight is None else loaded[0].config.with_context(weight=context_weight).context
-        save_ensemble(loaded, output, task or None, half=not full, context=context)
+        decode = None if entity_bias is None else DecodeConfig(entity_bias=entity_bias)
+        save_ensemble(loaded, output, task or None, half=not full, context=context, decode=decode)
     except (ArtifactError, UserError, ValueError, OSError) as error:
         _fail(error)
     typer.echo(f"wrote {output}: {len(members)} members", err=True)

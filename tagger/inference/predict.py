@@ -79,12 +79,13 @@ def predict(model: Model, sentences: Sequence[Sequence[str]], scores: bool = Tru
 
 def batch_emissions(model: Model, sentences: Sequence[Sequence[str]], documents: Sequence[Hashable] | None = None,
                     batch_size: int = 256, max_tokens: int = DEFAULT_BATCH_TOKENS,
-                    encoder: OnnxEncoder | Sequence[OnnxEncoder] | None = None
+                    encoder: OnnxEncoder | Sequence[OnnxEncoder] | None = None, entity_bias: bool = True
                     ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], torch.Tensor]]:
     """What the model's decoders see, a batch of similar lengths at a time: the batch's
     sentence indices, each task's emissions (averaged over an ensemble's members, document
-    context pooled in as :func:`predict` does) and the mask. Empty sentences are skipped.
-    Call it in eval and inference mode (as :func:`predict` does)."""
+    context pooled in and, unless ``entity_bias`` is False, the model's entity bias added, as
+    :func:`predict` does) and the mask. Empty sentences are skipped. Call it in eval and
+    inference mode (as :func:`predict` does)."""
     lengths = [len(s) for s in sentences]
     members, tasks = model.members, model.tasks
     encoders = list(encoder) if isinstance(encoder, Sequence) else [encoder] * len(members)
@@ -96,7 +97,7 @@ def batch_emissions(model: Model, sentences: Sequence[Sequence[str]], documents:
     pooled = [t.name for t in model.config.model.tasks if t.kind == "span"] if context.weight > 0 else []
     batches = [nonempty for indices in bucketed(lengths, batch_size, max_tokens=max_tokens)
                if (nonempty := [i for i in indices if lengths[i]])]
-    bias = _entity_bias(model)
+    bias = _entity_bias(model) if entity_bias else (lambda emissions: emissions)
     if not pooled:
         for nonempty in batches:
             emissions, mask = _emissions(members, encoders, [Example(tuple(sentences[i])) for i in nonempty], tasks)

@@ -12,7 +12,9 @@ An ensemble directory holds ``ensemble.json`` and one ordinary model directory p
     en-ner/member-1/config.json    (vocab.json, labels.json, weights.safetensors)
 
 ``ensemble.json`` may also give the ensemble's document context (``"context": {"weight":
-0.75}``, see :mod:`tagger.inference.context`); without it the first member's applies.
+0.75}``, see :mod:`tagger.inference.context`); without it the first member's applies. Its
+entity bias (``"decode": {"entity_bias": 1.0}``, :class:`tagger.config.DecodeConfig`) is the
+ensemble's own, 0 without it: a member's was chosen on that member's scores alone.
 
 :func:`tagger.model.directory.load_model` loads either kind; code that tags never needs to know.
 """
@@ -27,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import Tensor, nn
 
-from tagger.config import ContextConfig
+from tagger.config import ContextConfig, DecodeConfig
 from tagger.data.writers import atomic_write_text
 from tagger.model.artifact import ENSEMBLE, ArtifactError, Model, build_model, load_single, read_json, save_model
 from tagger.model.crf import CRF, SoftmaxDecoder
@@ -42,6 +44,8 @@ class EnsembleConfig(BaseModel):
     tasks: list[str] = Field(min_length=1)
     members: list[str] = Field(min_length=1, description="subdirectory names, in order")
     context: ContextConfig | None = Field(None, description="document context of the ensemble; None: member 1's")
+    decode: DecodeConfig | None = Field(None, description="the ensemble's entity bias; None: none (a member's "
+                                        "was chosen on its own scores, not the average's)")
 
     @model_validator(mode="after")
     def _plain_names(self) -> "EnsembleConfig":
@@ -79,13 +83,14 @@ class Ensemble(Model):
     context, :mod:`tagger.inference.context`) in place of the first member's if given."""
 
     def __init__(self, members: Sequence[Model], tasks: Sequence[str] | None = None,
-                 context: ContextConfig | None = None):
+                 context: ContextConfig | None = None, decode: DecodeConfig | None = None):
         if not members:
             raise ArtifactError("an ensemble needs at least one member")
         tasks = list(tasks or members[0].tasks)
         _check_members(members, tasks)
         first = restrict(members[0], tasks)
         config = first.config if context is None else first.config.with_context(**context.model_dump())
+        config = config.with_entity_bias(decode.entity_bias if decode is not None else 0.0)
         super().__init__(config, first.featurizer, first.network)
         self._members = list(members)
         self._decoders = averaged_decoders(self._members, tasks)
@@ -124,10 +129,10 @@ def restrict(model: Model, tasks: Sequence[str]) -> Model:
 
 def save_ensemble(members: Sequence[Model], directory: str | Path, tasks: Sequence[str] | None = None,
                   half: bool = True, metrics: Sequence[dict | None] | None = None,
-                  context: ContextConfig | None = None) -> None:
+                  context: ContextConfig | None = None, decode: DecodeConfig | None = None) -> None:
     """Write an ensemble directory: each member restricted to ``tasks`` (default: the first
     member's) as ``member-N/`` (with its ``metrics`` if given), then ``ensemble.json``
-    (with ``context``, the ensemble's document context, if given).
+    (with ``context``, the ensemble's document context, and ``decode``, its entity bias, if given).
     Writes into a hidden sibling and moves it into place, so an existing directory is
     replaced whole or not at all."""
     directory = Path(directory)
@@ -140,7 +145,7 @@ def save_ensemble(members: Sequence[Model], directory: str | Path, tasks: Sequen
     names = [f"member-{i + 1}" for i in range(len(restricted))]
     for i, (name, member) in enumerate(zip(names, restricted)):
         save_model(member, staging / name, half=half, metrics=metrics[i] if metrics else None)
-    spec = EnsembleConfig(tasks=tasks, members=names, context=context)
+    spec = EnsembleConfig(tasks=tasks, members=names, context=context, decode=decode)
     atomic_write_text(staging / ENSEMBLE, spec.model_dump_json(indent=2, exclude_none=True))
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old")
@@ -177,7 +182,7 @@ def load_ensemble(directory: str | Path) -> Ensemble:
         if (member_dir / ENSEMBLE).exists():
             raise ArtifactError(f"{member_dir}: an ensemble cannot be a member of another")
         members.append(load_single(member_dir))
-    return Ensemble(members, spec.tasks, spec.context)
+    return Ensemble(members, spec.tasks, spec.context, spec.decode)
 
 
 def _check_members(members: Sequence[Model], tasks: Sequence[str]) -> None:

@@ -182,8 +182,7 @@ def _targets_note(targets: dict[str, float] | None, test: dict[str, Any],
     if tried:
         tasks = list(targets)
         lines += ["", "Also tried, one change each against the recipe of the day (dev chooses, test reported; "
-                  "one seed each: a second seed of one recipe, below, moved dev NER by 0.04 and test NER by 0.40); "
-                  "none kept unless the change says so:", "",
+                  "one seed each); none kept unless the change says so:", "",
                   "| change | against | dev " + " / ".join(tasks) + " | test " + " / ".join(tasks) + " | date |",
                   "|---|---|---|---|---|"]
         for run in tried:

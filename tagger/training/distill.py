@@ -212,7 +212,7 @@ def _label_chunk(teacher: Model, tasks: Sequence[str], part: Sequence[Example], 
     documents = [e.document if e.document is not None else ("alone", first + i) for i, e in enumerate(part)]
     for member in teacher.members:
         member.network.eval()
-    for rows, emissions, mask in batch_emissions(teacher, [e.tokens for e in part], documents):
+    for rows, emissions, mask in batch_emissions(teacher, [e.tokens for e in part], documents, entity_bias=False):
         lengths = mask.sum(1).tolist()
         for task in tasks:
             decoder = teacher.decoders[task]
@@ -313,10 +313,13 @@ def distill(config: TaggerConfig, teachers: Sequence[str | Path], train_data: Se
     config.distill = settings.model_copy(update={
         "teachers": [str(t) for t in teachers], "unlabeled": list(unlabeled),
         "tasks": {task: str(teachers[k]) for task, k in assignment.items()}})
-    if config.context.weight == 0:
-        span = next((t for t in config.model.tasks if t.kind == "span"), None)
-        if span is not None:
-            config.context = loaded[assignment[span.name]].config.context.model_copy()
+    span = next((t for t in config.model.tasks if t.kind == "span"), None)
+    if span is not None and config.context.weight == 0:
+        config.context = loaded[assignment[span.name]].config.context.model_copy()
+    if span is not None and not config.decode.entity_bias and not config.train.entity_bias_grid:
+        # the teachers label without their entity bias (the distributions they learned); the
+        # student decodes with its span teacher's, as it pools with its document context
+        config.decode = loaded[assignment[span.name]].config.decode.model_copy()
     if settings.augment:
         train_data = [*train_data, *altered_copies(config, train_data, settings.augment)]
     directory = Path(cache) if cache is not None else output / "teachers"

@@ -13,6 +13,7 @@ ranks wait for each other up to ``TAGGER_DIST_TIMEOUT_MINUTES`` (six hours: see 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def group_timeout() -> timedelta:
         minutes = float(value)
     except ValueError:
         minutes = -1
-    if minutes <= 0:
+    if not math.isfinite(minutes) or minutes <= 0:
         raise ValueError(f"TAGGER_DIST_TIMEOUT_MINUTES must be a positive number of minutes, not {value!r}")
     return timedelta(minutes=minutes)
 

@@ -371,9 +371,10 @@ def choose_entity_bias(model: Model, dev_data: Sequence[Example], grid: Sequence
                        directory: Path | None = None) -> dict[str, Any] | None:
     """Set ``model``'s ``decode.entity_bias`` to the value of ``grid`` (and 0) with the best dev
     score, the smallest on a tie, and write it into ``directory``'s config.json if given. None
-    (nothing changed) without a grid or a span task. Returns the choice and every value's dev
-    score, for the metrics and the card."""
-    if not grid or not any(t.kind == "span" for t in model.config.model.tasks):
+    (nothing changed) without a grid or a span task, or when the config sets a bias already
+    (``--set decode.entity_bias=B``: that one is kept, and the epochs were scored with it).
+    Returns the choice and every value's dev score, for the metrics and the card."""
+    if not grid or model.config.decode.entity_bias or not any(t.kind == "span" for t in model.config.model.tasks):
         return None
     scores = []
     for bias in sorted({0.0, *grid}):

@@ -174,7 +174,7 @@ def _objective(config: TaggerConfig, space: dict[str, Param], train_data: Sequen
                dev_data: Sequence[Example], output: Path, deadline: float | None, warmup: int) -> Callable:
     import optuna
 
-    from tagger.training.train import train
+    from tagger.training.train import dev_score, train
 
     def objective(trial) -> float:
         values = suggest(trial, space)
@@ -199,7 +199,9 @@ def _objective(config: TaggerConfig, space: dict[str, Param], train_data: Sequen
             shutil.rmtree(directory, ignore_errors=True)
             raise
         trial.set_user_attr("best_epoch", result.metrics["best_epoch"])
-        return max(h["dev"] for h in result.metrics["history"])
+        # the model's dev score as saved: at the entity bias its training chose, if it chose one
+        return dev_score(result.model, result.metrics["dev"]) if "entity_bias" in result.metrics \
+            else max(h["dev"] for h in result.metrics["history"])
 
     return objective
 

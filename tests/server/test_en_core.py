@@ -85,7 +85,6 @@ def test_the_card_says_how_far_each_target_is_and_what_else_was_tried():
         score = metrics["test"][task]["f1" if task == "ner" else "accuracy"]
         gap = "met" if score >= target else f"{100 * (target - score):.2f} short"
         assert f"| {task} | {100 * target:.2f} | {100 * score:.2f} | {gap} |" in card
-    assert "| ner | 82.00 |" in card and "short |" in card  # NER is below its target, and the card says so
     # every other recipe measured is listed with its dev scores (the choice) and test scores where measured
     assert len(metrics["tried"]) >= 10
     for run in metrics["tried"]:

@@ -187,7 +187,16 @@ def test_an_interrupted_distillation_resumes_where_it_stopped(tiny_pos_model, jo
         distill(config, [tiny_pos_model], train_part, dev, tmp_path / "run", progress=False, on_epoch=interrupt)
     assert (tmp_path / "run" / CHECKPOINT / "state.json").is_file()
     assert (tmp_path / "run" / "teachers").is_dir()  # the labelling is not lost with the run
-    resumed = distill(config, [tiny_pos_model], train_part, dev, tmp_path / "run", resume=True, progress=False)
+    labelled = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "teachers").rglob("*") if p.is_file()}
+    epochs, reused = [], []
+
+    def record(entry):
+        epochs.append(entry["epoch"])
+        reused.append(all(p.stat().st_mtime_ns == t for p, t in labelled.items()))
+
+    resumed = distill(config, [tiny_pos_model], train_part, dev, tmp_path / "run", resume=True, progress=False,
+                      on_epoch=record)
+    assert epochs == [2] and reused == [True]  # epoch 1 from the checkpoint, the labels from the cache
     assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2]
     assert resumed.metrics["history"][1]["loss"] == pytest.approx(reference.metrics["history"][1]["loss"], rel=1e-5)
     for (name, a), (_, b) in zip(reference.model.network.state_dict().items(),

@@ -46,10 +46,21 @@ def test_the_group_waits_hours_by_default_and_the_environment_sets_it(monkeypatc
     assert group_timeout() == timedelta(hours=6)  # rank 0 labels a distillation's text while the others wait
     monkeypatch.setenv("TAGGER_DIST_TIMEOUT_MINUTES", "90")
     assert group_timeout() == timedelta(minutes=90)
-    for bad in ("0", "-5", "soon"):
+    for bad in ("0", "-5", "soon", "nan", "inf"):
         monkeypatch.setenv("TAGGER_DIST_TIMEOUT_MINUTES", bad)
         with pytest.raises(ValueError, match="TAGGER_DIST_TIMEOUT_MINUTES must be a positive number"):
             group_timeout()
+    # setup() hands it to the process group
+    from tagger.training import distributed
+
+    joined = {}
+    monkeypatch.setenv("TAGGER_DIST_TIMEOUT_MINUTES", "90")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: joined.update(kwargs))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    assert distributed.setup().rank == 1 and joined["timeout"] == timedelta(minutes=90)
 
 
 def test_tagger_train_under_torchrun_with_two_processes(tmp_path, data_dir, write_head):

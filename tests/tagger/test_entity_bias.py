@@ -7,13 +7,15 @@ import json
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tagger.cli import app
-from tagger.config import ConfigError, TaggerConfig, TaskConfig, load_config
+from tagger.config import ConfigError, DecodeConfig, TaggerConfig, TaskConfig, load_config
 from tagger.data.batching import Example
-from tagger.inference.predict import predict
+from tagger.inference.predict import batch_emissions, predict
 from tagger.model.directory import load_model
+from tagger.model.ensemble import save_ensemble
 from tagger.training.recipes import recipes
 from tagger.training.train import choose_entity_bias, dev_score, evaluate_model, train
 
@@ -38,6 +40,48 @@ def test_a_bias_finds_more_mentions_and_zero_changes_nothing(tiny_ner_model, une
     again = predict(model, sentences)
     assert [p["ner"].labels for p in again] == [p["ner"].labels for p in plain]
     assert [p["ner"].scores for p in again] == [p["ner"].scores for p in plain]
+
+
+def test_the_bias_is_added_once_to_entity_starts_with_document_context_and_in_ensembles(tiny_ner_model,
+                                                                                      tiny_ner_model_seed2,
+                                                                                      uner_sentences, tmp_path):
+    sentences = [s.tokens for s in uner_sentences["dev"][:40]]
+    documents = [i // 10 for i in range(len(sentences))]
+    single = load_model(tiny_ner_model)
+    single.config = single.config.with_context(weight=0.5)
+    save_ensemble([load_model(tiny_ner_model), load_model(tiny_ner_model_seed2)], tmp_path / "ens",
+                  decode=DecodeConfig(entity_bias=1.5))
+    ensemble = load_model(tmp_path / "ens")
+    assert ensemble.config.decode.entity_bias == 1.5  # the ensemble's own, from ensemble.json
+    for model, bias in ((single, 2.0), (ensemble, 1.5)):
+        model.config = model.config.with_entity_bias(0.0)
+        plain = list(batch_emissions(model, sentences, documents))
+        model.config = model.config.with_entity_bias(bias)
+        biased = list(batch_emissions(model, sentences, documents))
+        unbiased = list(batch_emissions(model, sentences, documents, entity_bias=False))  # as teachers label
+        items = model.featurizer.labels["ner"].items
+        expected = torch.tensor([bias if label[:2] in ("B-", "S-") else 0.0 for label in items])
+        assert any(label[:2] in ("B-", "S-") for label in items) and "O" in items
+        for (rows, before, _), (same_rows, after, _), (_, untouched, _) in zip(plain, biased, unbiased):
+            assert rows == same_rows
+            torch.testing.assert_close(after["ner"] - before["ner"], expected.expand_as(before["ner"]))
+            torch.testing.assert_close(untouched["ner"], before["ner"])
+    # members' own biases do not carry into an ensemble that sets none
+    member = tmp_path / "biased-member"
+    shutil.copytree(tiny_ner_model, member)
+    config = json.loads((member / "config.json").read_text())
+    config["decode"] = {"entity_bias": 3.0}
+    (member / "config.json").write_text(json.dumps(config))
+    assert load_model(member).config.decode.entity_bias == 3.0
+    save_ensemble([load_model(member), load_model(tiny_ner_model_seed2)], tmp_path / "ens2")
+    assert load_model(tmp_path / "ens2").config.decode.entity_bias == 0.0
+
+
+def test_a_bias_set_in_the_config_is_kept_over_the_grid(tiny_ner_model, uner_sentences):
+    model = load_model(tiny_ner_model)
+    model.config = model.config.with_entity_bias(1.25)
+    dev = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:50]]
+    assert choose_entity_bias(model, dev, [0.5, 2.0]) is None and model.config.decode.entity_bias == 1.25
 
 
 def test_the_choice_is_the_best_dev_score_and_is_written_beside_the_weights(tiny_ner_model, tiny_pos_model,

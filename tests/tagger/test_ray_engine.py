@@ -35,8 +35,8 @@ def inputs(tmp_path_factory, data_dir) -> Path:
 
 
 def test_ray_output_matches_tagger_tag_file_by_file(inputs, tmp_path):
-    """On the bundled default, en-core: three tasks from one model, and document context (its
-    NER pools a name's scores over the document), so a document must reach one actor whole."""
+    """On the bundled default, en-core: three tasks from one model, with document context on
+    (each input line is one document, here one EWT sentence)."""
     model = ROOT / "models" / "en-core"
     output = tmp_path / "out"
     done = subprocess.run([str(TAGGER), "tag", "--engine", "ray", "--model", str(model), "--input", str(inputs),
