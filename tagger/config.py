@@ -90,8 +90,9 @@ class TrainConfig(_Strict):
     seed: int = 1
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
     max_sentences: int | None = Field(None, ge=1, description="use only the first N training sentences")
-    entity_bias_grid: list[Annotated[float, Field(ge=0, le=20)]] = Field(default_factory=list, description="after training, choose "
-                                          "decode.entity_bias on dev among these values and 0 (empty: keep it)")
+    entity_bias_grid: list[Annotated[float, Field(ge=0, le=20)]] = Field(
+        default_factory=list, description="after training, choose decode.entity_bias on dev among these values "
+        "and 0 (empty: keep it)")
     init_from: str | None = Field(None, description="a trained model directory to start from: its architecture, "
                                   "embeddings and encoder (and the heads of tasks with the same labels); "
                                   "the vocabularies and labels are this corpus's")
@@ -130,7 +131,7 @@ class DecodeConfig(_Strict):
     so more mentions are found at some cost in precision: a recall knob for corpora whose
     models find too few (WNUT-17: recall 38% on dev where precision is 64%). 0 leaves scores
     as trained. Training chooses it on dev when ``train.entity_bias_grid`` is set; an ensemble
-    takes its first member's."""
+    has its own (``ensemble.json``; 0 without it)."""
 
     entity_bias: float = Field(0.0, ge=0, le=20, description="added to entity-start labels' scores (0: off)")
 

@@ -125,16 +125,15 @@ def _entity_bias(model: Model) -> Callable[[dict[str, torch.Tensor]], dict[str, 
     (``B-``, ``S-``) in a batch's emissions (:class:`tagger.config.DecodeConfig`); the identity
     when it is 0."""
     bias = model.config.decode.entity_bias
-    starts = {t.name: [k for k, label in enumerate(model.featurizer.labels[t.name].items) if label[:2] in ("B-", "S-")]
+    shifts = {t.name: torch.tensor([bias if label[:2] in ("B-", "S-") else 0.0
+                                    for label in model.featurizer.labels[t.name].items])
               for t in model.config.model.tasks if t.kind == "span"} if bias else {}
-    if not starts:
+    if not shifts:
         return lambda emissions: emissions
 
     def add(emissions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        for task, columns in starts.items():
-            shift = torch.zeros(emissions[task].size(-1), dtype=emissions[task].dtype)
-            shift[columns] = bias
-            emissions[task] = emissions[task] + shift
+        for task, shift in shifts.items():
+            emissions[task] = emissions[task] + shift.to(emissions[task].dtype)
         return emissions
 
     return add

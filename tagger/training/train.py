@@ -341,8 +341,8 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         distributed.barrier(context)  # rank 0 writes the metrics and the card
         return TrainResult(load_model(output), json.loads((output / METRICS).read_text()))
     best = load_model(output)  # the best epoch's weights, exactly as saved
-    bias = choose_entity_bias(best, dev_data, config.train.entity_bias_grid, output)
-    dev_reports = evaluate_model(best, dev_data)
+    bias, dev_reports = choose_entity_bias(best, dev_data, config.train.entity_bias_grid, output)
+    dev_reports = dev_reports or evaluate_model(best, dev_data)
     metrics = {
         "dev": dev_reports,
         **({"entity_bias": bias} if bias else {}),
@@ -367,24 +367,26 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     return TrainResult(best, metrics)
 
 
-def choose_entity_bias(model: Model, dev_data: Sequence[Example], grid: Sequence[float],
-                       directory: Path | None = None) -> dict[str, Any] | None:
+def choose_entity_bias(model: Model, dev_data: Sequence[Example], grid: Sequence[float], directory: Path | None = None
+                       ) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]] | None]:
     """Set ``model``'s ``decode.entity_bias`` to the value of ``grid`` (and 0) with the best dev
-    score, the smallest on a tie, and write it into ``directory``'s config.json if given. None
-    (nothing changed) without a grid or a span task, or when the config sets a bias already
+    score, the smallest on a tie, and write it into ``directory``'s config.json if given.
+    Nothing changes without a grid or a span task, or when the config sets a bias already
     (``--set decode.entity_bias=B``: that one is kept, and the epochs were scored with it).
-    Returns the choice and every value's dev score, for the metrics and the card."""
+    Returns the choice with every value's dev score (for the metrics and the card) and the
+    dev reports at the chosen value; (None, None) when nothing was chosen."""
     if not grid or model.config.decode.entity_bias or not any(t.kind == "span" for t in model.config.model.tasks):
-        return None
-    scores = []
+        return None, None
+    scores, reports = [], {}
     for bias in sorted({0.0, *grid}):
         model.config = model.config.with_entity_bias(bias)
-        scores.append({"bias": bias, "dev": dev_score(model, evaluate_model(model, dev_data))})
+        reports[bias] = evaluate_model(model, dev_data)
+        scores.append({"bias": bias, "dev": dev_score(model, reports[bias])})
     chosen = max(scores, key=lambda row: row["dev"])["bias"]  # the first (smallest) of equal scores
     model.config = model.config.with_entity_bias(chosen)
     if directory is not None:
         atomic_write_text(directory / CONFIG, model.config.model_dump_json(indent=2))
-    return {"chosen": chosen, "grid": scores}
+    return {"chosen": chosen, "grid": scores}, reports[chosen]
 
 
 def _check_labels(base: Model, data: Sequence[Example]) -> None:

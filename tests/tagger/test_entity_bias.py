@@ -81,7 +81,7 @@ def test_a_bias_set_in_the_config_is_kept_over_the_grid(tiny_ner_model, uner_sen
     model = load_model(tiny_ner_model)
     model.config = model.config.with_entity_bias(1.25)
     dev = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:50]]
-    assert choose_entity_bias(model, dev, [0.5, 2.0]) is None and model.config.decode.entity_bias == 1.25
+    assert choose_entity_bias(model, dev, [0.5, 2.0]) == (None, None) and model.config.decode.entity_bias == 1.25
 
 
 def test_the_choice_is_the_best_dev_score_and_is_written_beside_the_weights(tiny_ner_model, tiny_pos_model,
@@ -90,10 +90,11 @@ def test_the_choice_is_the_best_dev_score_and_is_written_beside_the_weights(tiny
     shutil.copytree(tiny_ner_model, directory)
     model = load_model(directory)
     dev = [Example(s.tokens, {"ner": s.labels}) for s in uner_sentences["dev"][:300]]
-    choice = choose_entity_bias(model, dev, [2.0, 0.5, 1.0], directory)
+    choice, reports = choose_entity_bias(model, dev, [2.0, 0.5, 1.0], directory)
     assert [row["bias"] for row in choice["grid"]] == [0.0, 0.5, 1.0, 2.0]
     best = max(row["dev"] for row in choice["grid"])
     assert choice["chosen"] == next(row["bias"] for row in choice["grid"] if row["dev"] == best)
+    assert dev_score(model, reports) == pytest.approx(best)  # the reports are the chosen value's
     for row in choice["grid"]:  # each score is the model's dev score at that bias
         probe = load_model(tiny_ner_model)
         probe.config = probe.config.with_entity_bias(row["bias"])
@@ -101,8 +102,8 @@ def test_the_choice_is_the_best_dev_score_and_is_written_beside_the_weights(tiny
     assert model.config.decode.entity_bias == choice["chosen"]
     assert load_model(directory).config.decode.entity_bias == choice["chosen"]
     # nothing to choose: no grid, or no span task
-    assert choose_entity_bias(load_model(tiny_ner_model), dev, []) is None
-    assert choose_entity_bias(load_model(tiny_pos_model), dev, [1.0]) is None
+    assert choose_entity_bias(load_model(tiny_ner_model), dev, []) == (None, None)
+    assert choose_entity_bias(load_model(tiny_pos_model), dev, [1.0]) == (None, None)
 
 
 def test_training_with_a_grid_records_the_choice_in_metrics_config_and_card(uner_sentences, tmp_path):
