@@ -281,15 +281,20 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans
     step, which previous tag gave its score: the same sums, so the same first-maximum ties
     as keeping back-pointers. 1.5x faster on full batches than keeping them.
     """
-    size, steps, _ = emissions.shape
+    size, steps, labels = emissions.shape
     incoming = np.ascontiguousarray(trans.T)  # [j, i]: reduce over the contiguous last axis
-    history = np.empty((steps, size, emissions.shape[2]), dtype=emissions.dtype)
+    history = np.empty((steps, size, labels), dtype=emissions.dtype)
     history[0] = score = start + emissions[:, 0]  # (B, L)
     ragged = bool((lengths < steps).any())  # no padding (one sentence, or equal lengths): no masking
-    for t in range(1, steps):
-        step = (score[:, None, :] + incoming).max(axis=2) + emissions[:, t]
-        # rows past their end keep their score
-        history[t] = score = np.where((t < lengths)[:, None], step, score) if ragged else step
+    if (size >= TORCH_VITERBI_ROWS and size * labels * labels >= TORCH_VITERBI_ELEMENTS
+            and emissions.dtype == incoming.dtype == history.dtype):
+        _best_scores_torch(emissions, lengths, incoming, history, ragged)
+        score = history[-1]
+    else:
+        for t in range(1, steps):
+            step = (score[:, None, :] + incoming).max(axis=2) + emissions[:, t]
+            # rows past their end keep their score
+            history[t] = score = np.where((t < lengths)[:, None], step, score) if ragged else step
     tags = np.zeros((size, steps), dtype=np.int64)
     if size == 1:  # scalars: half the NumPy calls of the batched way back
         current = int((score[0] + end).argmax())
@@ -306,6 +311,28 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans
         current = np.where(real, (history[t - 1] + trans[:, current].T).argmax(axis=1), current)
         tags[real, t - 1] = current[real]
     return tags
+
+
+# Viterbi's forward pass runs in torch from this batch size and (B, L, L) size up: per call
+# torch costs more than NumPy (8 against 19 us a step for one sentence), but on a full batch
+# its kernels are 1.3-2x faster (2.2x on two threads) and release the GIL. Measured on this
+# project's 2-core machine: NumPy faster up to 8 rows of 50 tags or 16 rows of 17.
+TORCH_VITERBI_ROWS = 16
+TORCH_VITERBI_ELEMENTS = 8192
+
+
+def _best_scores_torch(emissions: np.ndarray, lengths: np.ndarray, incoming: np.ndarray, history: np.ndarray,
+                       ragged: bool) -> None:
+    """Viterbi's forward recursion of :func:`viterbi` in torch, written into ``history`` (whose
+    step 0 is set): the same float operations in the same order, so the same scores bit for
+    bit, and so the same path."""
+    scores = torch.from_numpy(history)  # shares memory: what is written here is history
+    emitted, into = torch.from_numpy(emissions), torch.from_numpy(incoming)
+    ended = torch.from_numpy(np.asarray(lengths))[:, None]
+    score = scores[0]
+    for t in range(1, emissions.shape[1]):
+        step = (score.unsqueeze(1) + into).amax(dim=2) + emitted[:, t]
+        score = torch.where(t < ended, step, score, out=scores[t]) if ragged else scores[t].copy_(step)
 
 
 class SoftmaxDecoder(nn.Module):

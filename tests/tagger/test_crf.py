@@ -354,6 +354,33 @@ def test_padded_rows_decode_as_if_cut_to_their_length(seed):
             assert tags[row, length:].eq(0).all()
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("ragged", [False, True])
+def test_viterbi_in_torch_finds_the_numpy_path_bit_for_bit(monkeypatch, seed, ragged):
+    """Full batches run Viterbi's forward pass in torch: the same paths as NumPy's loop,
+    ties included (small integer scores make many; both keep the first maximum)."""
+    import numpy as np
+
+    from tagger.model import crf as crf_module
+
+    rng = np.random.default_rng(seed)
+    size, steps, tags = 64, 12, 17
+    emissions = rng.integers(-2, 3, (size, steps, tags)).astype(np.float32)
+    lengths = rng.integers(1, steps + 1, size) if ragged else np.full(size, steps)
+    trans = rng.integers(-2, 3, (tags, tags)).astype(np.float32)
+    trans[rng.random((tags, tags)) < 0.2] = -1e4
+    start, end = (rng.integers(-1, 2, tags).astype(np.float32) for _ in range(2))
+    called, torch_pass = [], crf_module._best_scores_torch
+    monkeypatch.setattr(crf_module, "_best_scores_torch", lambda *a: called.append(1) or torch_pass(*a))
+    in_torch = crf_module.viterbi(emissions, lengths, start, trans, end)
+    assert called, "a 64-row batch of 17 tags runs the forward pass in torch"
+    monkeypatch.setattr(crf_module, "TORCH_VITERBI_ROWS", 10**9)
+    in_numpy = crf_module.viterbi(emissions, lengths, start, trans, end)
+    assert np.array_equal(in_torch, in_numpy)
+    for row, length in enumerate(lengths):
+        assert in_torch[row, length:].tolist() == [0] * (steps - length)
+
+
 def test_marginals_fall_back_to_log_space_when_probabilities_underflow():
     """Tag 0 may not follow itself; the second token's emissions make tag 0 1000 nats likelier
     than the others, so after the first token (all mass on tag 0) every allowed next tag has
