@@ -111,7 +111,8 @@ class CRF(nn.Module):
         """Viterbi: the highest-scoring tag sequence of each row.
 
         Runs in NumPy: the recursion is a loop over time steps of small (B, L, L) operations,
-        where a NumPy call costs a fraction of a torch one (most of single-sentence latency).
+        where a NumPy call costs a fraction of a torch one (most of single-sentence latency);
+        on full batches the forward recursion runs in torch instead (:func:`viterbi`).
 
         Returns:
             (B, T) tag ids, 0 at padding.
@@ -279,7 +280,9 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans
     The forward pass keeps only the best score of each tag at each step (one reduction over
     (B, L, L) a step, not two); the way back recomputes, for the one tag chosen at each
     step, which previous tag gave its score: the same sums, so the same first-maximum ties
-    as keeping back-pointers. 1.5x faster on full batches than keeping them.
+    as keeping back-pointers. 1.5x faster on full batches than keeping them. The forward
+    pass runs in torch on batches of ``TORCH_VITERBI_ROWS`` rows and ``TORCH_VITERBI_ELEMENTS``
+    (B, L, L) scores or more (:func:`_best_scores_torch`: the same scores bit for bit).
     """
     size, steps, labels = emissions.shape
     incoming = np.ascontiguousarray(trans.T)  # [j, i]: reduce over the contiguous last axis
