@@ -137,6 +137,20 @@ class CRF(nn.Module):
         return self._marginals(emissions, mask, pairs=False).to(emissions.dtype)
 
     @torch.no_grad()
+    def tag_marginals(self, emissions: Tensor, mask: Tensor, tags: Tensor) -> Tensor:
+        """The marginal of each given tag, ``marginals(emissions, mask).gather(2, tags[..., None])``
+        (the confidences of a decoded path), without normalizing every other tag's (the same
+        numbers, 1.5-3x faster on tagging batches). (B, T), 0 at padding."""
+        start, trans, end = self._numpy_scores()
+        with _one_blas_thread():
+            probs = tag_marginals(emissions.detach().cpu().numpy(), mask.sum(1).cpu().numpy(), start, trans, end,
+                                  tags.cpu().numpy())
+        if probs is None:
+            every = self._log_marginals(emissions.detach().double(), mask)
+            return every.gather(2, tags.unsqueeze(2)).squeeze(2).to(emissions.dtype)
+        return torch.from_numpy(probs).to(device=emissions.device, dtype=emissions.dtype)
+
+    @torch.no_grad()
     def pair_marginals(self, emissions: Tensor, mask: Tensor, temperature: float = 1.0) -> tuple[Tensor, Tensor]:
         """What a student learns from this CRF as a teacher (:meth:`distillation_loss`): the
         marginals (B, T, L) and the marginals of adjacent tag pairs (B, T - 1, L, L),
@@ -226,50 +240,89 @@ def forward_backward(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarr
     """Marginals p(tag at t = j) of a linear-chain CRF, (B, T, L) float64, 0 at padding; None
     if a step underflowed (every tag's probability 0 in float64), for the caller to fall back.
     With ``pairs``, also p(tag at t = i, tag at t + 1 = j), (B, T - 1, L, L), 0 past each row's end.
-
-    Scaled forward-backward (Rabiner 1989): alpha and beta are rescaled at every step, so
-    only their ratios matter and exponentials of score differences stay in range.
     """
-    size, steps, _ = emissions.shape
-    emit = np.exp(emissions.astype(np.float64) - emissions.max(axis=2, keepdims=True))  # (B, T, L), max 1
-    step_ok = np.exp(trans.astype(np.float64) - trans.max())  # [i, j]; forbidden: 0
-    first = np.exp(start.astype(np.float64) - start.max())
-    last = np.exp(end.astype(np.float64) - end.max())
-    ragged = bool((lengths < steps).any())
-    alphas = np.empty((size, steps, emit.shape[2]))
-    alpha = first * emit[:, 0]
-    alphas[:, 0] = alpha = alpha / alpha.sum(1, keepdims=True)
-    for t in range(1, steps):
-        alpha = (alpha @ step_ok) * emit[:, t]
-        total = alpha.sum(1, keepdims=True)
-        # a padded step may sum to 0 (nothing there): keep it finite, it is never read
-        alphas[:, t] = alpha = alpha / np.where(total > 0, total, 1.0)
-    betas = np.empty_like(alphas)
-    betas[:, -1] = beta = np.broadcast_to(last, alpha.shape)
-    trans_back = np.ascontiguousarray(step_ok.T)
-    for t in range(steps - 2, -1, -1):
-        step = (emit[:, t + 1] * beta) @ trans_back
-        step /= np.where((total := step.sum(1, keepdims=True)) > 0, total, 1.0)
-        betas[:, t] = beta = np.where((t + 1 < lengths)[:, None], step, last) if ragged else step
-    probs = alphas * betas
+    emit, step_ok, alphas, betas = _scaled_passes(emissions, lengths, start, trans, end)
+    probs = alphas * betas  # (T, B, L)
     totals = probs.sum(2, keepdims=True)
-    real = np.arange(steps)[None, :] < np.asarray(lengths)[:, None]  # (B, T)
+    real = (np.arange(emissions.shape[1])[:, None] < np.asarray(lengths)[None, :])  # (T, B)
     if not (totals[real] > 0).all() or not np.isfinite(totals[real]).all():
         return None
     probs /= np.where(totals > 0, totals, 1.0)
     probs *= real[:, :, None]
     np.clip(probs, 0.0, 1.0, out=probs)
+    probs = np.ascontiguousarray(probs.transpose(1, 0, 2))
     if not pairs:
         return probs
     # p(i at t, j at t+1) ∝ alpha_t(i) A(i, j) emit_{t+1}(j) beta_{t+1}(j), normalized per step
-    joint = alphas[:, :-1, :, None] * step_ok * (emit[:, 1:] * betas[:, 1:])[:, :, None, :]  # (B, T-1, L, L)
+    joint = alphas[:-1, :, :, None] * step_ok * (emit[1:] * betas[1:])[:, :, None, :]  # (T-1, B, L, L)
     norms = joint.sum((2, 3), keepdims=True)
-    inside = real[:, 1:]  # step t -> t+1 inside the row
+    inside = real[1:]  # step t -> t+1 inside the row
     if not (norms[inside] > 0).all():
         return None
     joint /= np.where(norms > 0, norms, 1.0)
     joint *= inside[:, :, None, None]
-    return probs, np.clip(joint, 0.0, 1.0, out=joint)
+    np.clip(joint, 0.0, 1.0, out=joint)
+    return probs, np.ascontiguousarray(joint.transpose(1, 0, 2, 3))
+
+
+def tag_marginals(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,
+                  end: np.ndarray, tags: np.ndarray) -> np.ndarray | None:
+    """p(tag at t = tags[b, t]) of a linear-chain CRF, (B, T) float64, 0 at padding: what
+    ``forward_backward(...)`` gives at ``tags``, without normalizing every tag's marginal
+    (a token's normalizer is one dot product of its alpha and beta). None if a step underflowed.
+    """
+    _, _, alphas, betas = _scaled_passes(emissions, lengths, start, trans, end)
+    index = np.ascontiguousarray(np.asarray(tags).T)[:, :, None]  # (T, B, 1)
+    chosen = np.take_along_axis(alphas, index, 2)[:, :, 0] * np.take_along_axis(betas, index, 2)[:, :, 0]
+    totals = (alphas * betas).sum(2)  # (T, B): summed as forward_backward sums them, so the same numbers
+    real = np.arange(emissions.shape[1])[:, None] < np.asarray(lengths)[None, :]
+    if not (totals[real] > 0).all() or not np.isfinite(totals[real]).all():
+        return None
+    probs = np.zeros(totals.shape)
+    np.divide(chosen, totals, out=probs, where=real)
+    np.clip(probs, 0.0, 1.0, out=probs)
+    return probs.T
+
+
+def _scaled_passes(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,
+                   end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scaled forward-backward (Rabiner 1989), time-major: exp(emissions) less each token's
+    maximum (T, B, L), exp(transitions) (L, L), and alpha and beta (T, B, L), each step's
+    rescaled to sum to 1, so only their ratios matter and exponentials of score differences
+    stay in range. Past a row's end they hold whatever the padding gives (finite, never read).
+
+    Each step is a few NumPy calls writing into the step's slice in place: the calls, not the
+    arithmetic, are most of the time on tagging batches.
+    """
+    steps = emissions.shape[1]
+    emit = np.array(emissions.transpose(1, 0, 2), dtype=np.float64, order="C")  # (T, B, L), a copy: worked in place
+    emit -= emit.max(axis=2, keepdims=True)
+    np.exp(emit, out=emit)  # max 1
+    step_ok = np.exp(trans.astype(np.float64) - trans.max())  # [i, j]; forbidden: 0
+    first = np.exp(start.astype(np.float64) - start.max())
+    last = np.exp(end.astype(np.float64) - end.max())
+    alphas = np.empty_like(emit)
+    np.multiply(first, emit[0], out=alphas[0])
+    for t in range(steps):
+        if t:
+            np.matmul(alphas[t - 1], step_ok, out=alphas[t])
+            alphas[t] *= emit[t]
+        total = alphas[t].sum(1, keepdims=True)
+        np.divide(alphas[t], total, out=alphas[t], where=total > 0)  # 0 everywhere: left 0
+    betas = np.empty_like(emit)
+    betas[-1] = last
+    back = np.ascontiguousarray(step_ok.T)
+    carried = np.empty_like(emit[0])
+    ends = np.asarray(lengths) - 1
+    finals = {int(t): np.flatnonzero(ends == t) for t in np.unique(ends) if t < steps - 1}
+    for t in range(steps - 2, -1, -1):
+        np.multiply(emit[t + 1], betas[t + 1], out=carried)
+        np.matmul(carried, back, out=betas[t])
+        total = betas[t].sum(1, keepdims=True)
+        np.divide(betas[t], total, out=betas[t], where=total > 0)
+        if t in finals:  # rows whose last token is t
+            betas[t, finals[t]] = last
+    return emit, step_ok, alphas, betas
 
 
 def viterbi(emissions: np.ndarray, lengths: np.ndarray, start: np.ndarray, trans: np.ndarray,
@@ -352,3 +405,7 @@ class SoftmaxDecoder(nn.Module):
     @torch.no_grad()
     def marginals(self, emissions: Tensor, mask: Tensor) -> Tensor:
         return emissions.softmax(dim=2) * mask.unsqueeze(2).to(emissions.dtype)  # (B, T, L)
+
+    @torch.no_grad()
+    def tag_marginals(self, emissions: Tensor, mask: Tensor, tags: Tensor) -> Tensor:
+        return self.marginals(emissions, mask).gather(2, tags.unsqueeze(2)).squeeze(2)  # (B, T)

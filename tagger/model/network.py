@@ -179,6 +179,6 @@ def decode_tasks(decoders: Mapping[str, nn.Module], emissions: Mapping[str, Tens
         tags = decoder.decode(emissions[task], mask)
         probs = None
         if scores:
-            probs = decoder.marginals(emissions[task], mask).gather(2, tags.unsqueeze(2)).squeeze(2)
+            probs = decoder.tag_marginals(emissions[task], mask, tags)
         result[task] = (tags, probs)
     return result

@@ -385,7 +385,7 @@ def test_marginals_fall_back_to_log_space_when_probabilities_underflow():
     """Tag 0 may not follow itself; the second token's emissions make tag 0 1000 nats likelier
     than the others, so after the first token (all mass on tag 0) every allowed next tag has
     probability exp(-1000): 0 in float64. The log-space recursion still gets it right."""
-    from tagger.model.crf import forward_backward
+    from tagger.model.crf import forward_backward, tag_marginals
 
     num_tags = 3
     trans_ok = [[j != 0 or i != 0 for j in range(num_tags)] for i in range(num_tags)]
@@ -401,6 +401,9 @@ def test_marginals_fall_back_to_log_space_when_probabilities_underflow():
     _, _, expected = brute_force(crf, emissions[0], 3, constraints)
     torch.testing.assert_close(marginals[0], expected, atol=1e-6, rtol=0)
     assert (marginals >= 0).all() and (marginals <= 1).all()
+    tags = crf.decode(emissions, mask)
+    assert tag_marginals(emissions.numpy(), mask.sum(1).numpy(), start, trans, end, tags.numpy()) is None
+    assert torch.equal(crf.tag_marginals(emissions, mask, tags), marginals.gather(2, tags.unsqueeze(2)).squeeze(2))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -415,6 +418,35 @@ def test_marginals_are_probabilities_in_float32(seed):
     assert (marginals >= 0).all() and (marginals <= 1).all()
     real = marginals.sum(2)[mask]
     torch.testing.assert_close(real, torch.ones_like(real), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("scheme", [None, "iob2", "iobes"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_tag_marginals_are_the_marginals_of_the_given_tags(scheme, seed):
+    """The confidences of a path: each given tag's marginal, by enumeration and bit for bit
+    what ``marginals(...).gather`` gives, on ragged rows (the decoded path, and random tags,
+    forbidden ones included), in float64 and float32; 0 at padding; the softmax decoder's
+    likewise (the log-space fallback: the test below)."""
+    labels, constraints = scheme_constraints(scheme) if scheme else (range(4), None)
+    crf = make_crf(seed, len(labels), constraints)
+    lengths = [4, 1, 3, 2, 4]
+    emissions, mask, random_tags = make_batch(seed, len(labels), lengths)
+    for tags in (crf.decode(emissions, mask), random_tags):
+        probs = crf.tag_marginals(emissions, mask, tags)
+        assert probs.shape == tags.shape and probs.dtype == torch.float64
+        assert torch.equal(probs, crf.marginals(emissions, mask).gather(2, tags.unsqueeze(2)).squeeze(2))
+        for row, length in enumerate(lengths):
+            expected = brute_force(crf, emissions[row], length, constraints)[2]
+            torch.testing.assert_close(probs[row, :length], expected[torch.arange(length), tags[row, :length]],
+                                       atol=ATOL, rtol=0)
+            assert probs[row, length:].eq(0).all()
+        single = crf.float().tag_marginals(emissions.float(), mask, tags)
+        assert single.dtype == torch.float32
+        assert torch.equal(single, crf.marginals(emissions.float(), mask).gather(2, tags.unsqueeze(2)).squeeze(2))
+        crf.double()
+    softmax = SoftmaxDecoder()
+    torch.testing.assert_close(softmax.tag_marginals(emissions, mask, random_tags),
+                               (emissions.softmax(2).gather(2, random_tags.unsqueeze(2)).squeeze(2) * mask), atol=0, rtol=0)
 
 
 def pair_marginals_by_enumeration(crf: CRF, emissions: torch.Tensor, length: int, constraints=None):
