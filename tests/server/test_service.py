@@ -108,20 +108,55 @@ def test_a_streams_window_holds_a_token_budget_and_a_long_document_goes_alone():
         blocked = asyncio.ensure_future(window.take(1))  # over the token budget: waits
         await asyncio.sleep(0.01)
         assert not blocked.done()
-        await window.give(60)
+        window.give(60)
         await asyncio.wait_for(blocked, 1)
         await window.take(1)
         extra = asyncio.ensure_future(window.take(1))  # three documents already: waits for one to end
         await asyncio.sleep(0.01)
         assert not extra.done() and (window.tokens, window.documents) == (42, 3)
         for size in (40, 1, 1):
-            await window.give(size)
+            window.give(size)
         await asyncio.wait_for(extra, 1)
-        await window.give(1)
+        window.give(1)
         assert (window.tokens, window.documents) == (0, 0)
         await asyncio.wait_for(window.take(10_000), 1)  # larger than the budget, but nothing else in flight
 
     asyncio.run(scenario())
+
+
+def test_a_stream_reads_and_tags_ahead_while_its_responses_wait_to_be_written(loop_thread, models_dir):
+    """A document leaves the tagging window when it is tagged, not when its response is written:
+    with the writer stopped after the first response, the stream goes on reading and tagging
+    up to its buffer of STREAM_BUFFER windows (here 2 documents a window, 8 in the buffer),
+    and no further."""
+    import asyncio
+
+    from server.service import STREAM_BUFFER
+
+    class Context:
+        def time_remaining(self):
+            return None
+
+    async def requests():
+        for i in range(20):
+            yield make_request(text=f"Document number {i} .", models=["pos"], request_id=f"d{i}")
+
+    async def scenario(service) -> tuple[str, list[float]]:
+        responses = service.TagStream(requests(), Context())
+        first = await responses.__anext__()  # the writer takes one response, then stops
+        seen = []
+        for _ in range(40):  # up to 2 s for the reader to fill the buffer
+            await asyncio.sleep(0.05)
+            seen.append(documents_tagged(running))
+        await responses.aclose()
+        return first.id, seen
+
+    with running_server(loop_thread, models_dir, max_queue_documents=8) as running:
+        assert running.service._stream_window()[1] == 2
+        first, seen = loop_thread.run(scenario(running.service))
+    assert first == "d0"
+    assert seen[-1] == 1 + STREAM_BUFFER * 2  # the written one and a full buffer; not 1 + 2, not all 20
+    assert seen[-1] == seen[-5]  # and it stays there
 
 
 def test_list_models(client):
