@@ -178,8 +178,9 @@ class TaggerService(pb_grpc.TaggerServicer):
         full micro-batch for every worker and one forming, so the workers are fed while the
         stream's oldest document is tagged; and at most 256 documents or a quarter of the
         queue, so several streams and other callers share it. Counted in tokens too, what a
-        stream holds in memory is bounded whatever its documents' length (256 documents alone
-        could be 256 documents of a million characters each)."""
+        stream holds in memory (``STREAM_BUFFER`` times this, read and not yet written) is
+        bounded whatever its documents' length (256 documents alone could be 256 documents of
+        a million characters each)."""
         settings = self.settings
         return ((settings.workers_per_model + 1) * settings.batch_tokens,
                 max(1, min(256, settings.max_queue_documents // 4)))

@@ -449,6 +449,23 @@ def test_tag_marginals_are_the_marginals_of_the_given_tags(scheme, seed):
                                (emissions.softmax(2).gather(2, random_tags.unsqueeze(2)).squeeze(2) * mask), atol=0, rtol=0)
 
 
+def test_whatever_sits_at_padding_the_marginals_there_are_zero():
+    """-inf or NaN scores past a row's end (a network never gives them, a caller might) leave
+    0 at padding and the real tokens' values unchanged, in every marginal the CRF returns; the
+    confidences of a path come back as one contiguous (B, T) tensor."""
+    crf = make_crf(0, 4)
+    lengths = [5, 2, 3]
+    emissions, mask, tags = make_batch(0, 4, lengths)
+    clean = (crf.marginals(emissions, mask), crf.pair_marginals(emissions, mask), crf.tag_marginals(emissions, mask, tags))
+    for fill in (float("-inf"), float("nan")):
+        dirty = emissions.masked_fill(~mask.unsqueeze(2), fill)
+        marginals, (unary, pairs), chosen = (crf.marginals(dirty, mask), crf.pair_marginals(dirty, mask),
+                                             crf.tag_marginals(dirty, mask, tags))
+        for got, want in ((marginals, clean[0]), (unary, clean[1][0]), (pairs, clean[1][1]), (chosen, clean[2])):
+            assert torch.equal(got, want)
+        assert chosen.is_contiguous()
+
+
 def pair_marginals_by_enumeration(crf: CRF, emissions: torch.Tensor, length: int, constraints=None):
     """(length - 1, L, L) p(tag t = i, tag t + 1 = j) and the (N,) sequence probabilities."""
     num_tags = emissions.size(-1)
