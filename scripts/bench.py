@@ -182,18 +182,21 @@ def file_job(name: str, source: Path, one: Path, work: Path, tokens: int, rounds
                     "--output", str(work / "out.jsonl"), *([] if scored else ["--no-scores"]),
                     *(["--backend", backend] if backend else [])]
     startup = min(run_seconds(command(one)) for _ in range(3))
+
+    def job(scored: bool) -> float:
+        return max(run_seconds(command(source, scored)) - startup, 1e-9)
+
     speed, of, cost = [], [], []
     for turn in range(rounds):
         # every other round the job with scores goes first: a machine drifting within a round
         # then favours neither
-        scored = max(run_seconds(command(source, True)) - startup, 1e-9) if scores and turn % 2 else None
+        first = job(True) if scores and turn % 2 else None
         same = in_process(name)
-        plain = max(run_seconds(command(source)) - startup, 1e-9)
+        plain = job(False)
         speed.append(tokens / plain)
         of.append(tokens / plain / same)
         if scores:
-            scored = scored if scored is not None else max(run_seconds(command(source, True)) - startup, 1e-9)
-            cost.append(scored / plain - 1)
+            cost.append((first or job(True)) / plain - 1)
     return {"startup_s": startup, "tokens_per_s": speed, "of_in_process": of, "scores_cost": cost}
 
 
