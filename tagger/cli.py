@@ -415,6 +415,9 @@ def tag(
                                                  "sentences, or its documents for a model with document context); "
                                                  "larger batches pad less")] = 4096,
     no_scores: Annotated[bool, typer.Option("--no-scores", help="skip confidences (faster)")] = False,
+    workers: Annotated[int, typer.Option("--workers", help="processes tagging chunks of the input side by side, "
+                                         "each on one torch thread (Linux); 0: one per core, at most 8; "
+                                         "1: all in this process")] = 0,
     engine: Annotated[str, typer.Option("--engine", help="local, or ray: many files (a file, directory or glob as --input) "
                                         "tagged on Ray into JSONL shards in the directory --output")] = "local",
     num_actors: Annotated[int, typer.Option("--num-actors", help="Ray actors, each holding one copy of the model")] = 2,
@@ -437,20 +440,22 @@ def tag(
     from tagger.data.readers.documents import read_documents
     from tagger.data.writers import atomic_output
     from tagger.inference.predict import Tagger
-    from tagger.inference.tagfiles import tag_file
+    from tagger.inference.tagfiles import default_workers, tag_file
     from tagger.model.artifact import ArtifactError
 
     if output_format not in ("jsonl", "conllu", "conll"):
         _fail(UserError("--output-format must be jsonl, conllu or conll"))
     if batch_documents < 1:
         _fail(UserError("--batch must be at least 1"))
+    if workers < 0:
+        _fail(UserError("--workers must be 0 (one per core) or more"))
     try:
         tagger = Tagger.load(model, backend)  # type: ignore[arg-type]
         with atomic_output(output) as handle:
             # a bar on a terminal only: a log file gets no redraws
             with tqdm(desc="tagging", unit="doc", disable=input is None or not sys.stderr.isatty()) as bar:
                 tag_file(tagger, read_documents(input, input_format), handle, output_format, not no_scores,
-                         batch_documents, bar.update)
+                         batch_documents, bar.update, workers or default_workers())
     except (ArtifactError, CorpusError, UserError, ValueError, OSError, ImportError, RuntimeError) as error:
         _fail(error)
 

@@ -107,3 +107,93 @@ def test_scores_are_written_as_json_dumps_writes_them_even_when_not_finite():
     for values in ([0.5, 1.0, 1e-300, 0.1 + 0.2], [0.25, float("nan")], [float("inf"), float("-inf")]):
         assert _numbers(values, len(values)) == [json.dumps(x) for x in values]
     assert _numbers(None, 3) == ["null"] * 3
+
+
+@pytest.mark.parametrize("name", ["en-pos", "en-ner"])
+def test_worker_processes_write_the_same_bytes(name, tmp_path):
+    """Chunks of 3 documents on 2 forked workers: the same file as before, byte for byte
+    (en-ner: an ensemble, its members on threads inside each worker)."""
+    model = str(ROOT / "models" / name)
+    result = tag("--model", model, "--input", str(INPUT), "--output", str(tmp_path / "out.jsonl"), "--no-scores",
+                 "--workers", "2", "--batch", "3")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.jsonl").read_bytes() == (DATA / f"tag-{name}.jsonl").read_bytes()
+    for workers in ("1", "2"):  # a tokenized corpus, CoNLL-U out
+        result = tag("--model", model, "--input", str(EWT_TEST), "--output", str(tmp_path / f"w{workers}.conllu"),
+                     "--output-format", "conllu", "--workers", workers, "--batch", "500")
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "w1.conllu").read_bytes() == (tmp_path / "w2.conllu").read_bytes()
+
+
+def test_worker_scores_are_this_process_scores_up_to_float32_rounding(tmp_path):
+    """A worker runs torch on one thread: sums in another order, so a score may differ in its
+    last float32 digits from two threads' (as between machines); labels do not."""
+    model = str(ROOT / "models" / "en-pos")
+    records = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.jsonl"
+        result = tag("--model", model, "--input", str(INPUT), "--output", str(out), "--workers", workers, "--batch", "4")
+        assert result.returncode == 0, result.stderr
+        records[workers] = [json.loads(line) for line in out.read_text(encoding="utf-8").split("\n") if line]
+    assert len(records["1"]) == len(records["2"]) == len(LINES)
+    for one, two in zip(records["1"], records["2"]):
+        assert [(t["text"], t["start"], t["end"], t["label"]) for t in one["tokens"]] == \
+            [(t["text"], t["start"], t["end"], t["label"]) for t in two["tokens"]]
+        assert all(abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(one["tokens"], two["tokens"]))
+
+
+FAILING_WORKER = """
+import io, sys
+from tagger import Tagger
+from tagger.data.readers.documents import read_documents
+from tagger.inference import tagfiles
+
+render = tagfiles._Job.render
+def failing(self, chunk):
+    if any(doc_id == "ewt-test-10" for run in chunk for doc_id, _, _ in run):
+        raise ValueError("ewt-test-10 cannot be tagged")
+    return render(self, chunk)
+tagfiles._Job.render = failing  # the forked workers inherit it
+
+out = io.StringIO()
+try:
+    tagfiles.tag_file(Tagger.load(sys.argv[1]), read_documents(sys.argv[2]), out, scores=False, chunk_documents=3, workers=2)
+except ValueError as error:
+    print(f"raised: {error}; written: {out.getvalue().count(chr(10))}")
+"""
+
+
+def test_a_worker_failing_stops_the_job_with_its_error_after_the_chunks_before_it():
+    result = subprocess.run([sys.executable, "-c", FAILING_WORKER, str(ROOT / "models" / "en-pos"), str(INPUT)],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    # chunks of three: ewt-test-0 to -8 written, the chunk of -9 to -11 failed, nothing after it
+    assert result.stdout.strip() == "raised: ewt-test-10 cannot be tagged; written: 9"
+
+
+def test_interrupting_a_job_on_workers_stops_every_process_and_writes_nothing(tmp_path):
+    import signal
+    import time
+
+    from tagger.data.readers import read_conllu
+
+    texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts * 4)), encoding="utf-8")
+    job = subprocess.Popen([sys.executable, "-m", "server.cli", "tag", "--model", str(ROOT / "models" / "en-pos"),
+                            "--input", str(source), "--output", str(target), "--workers", "2"],
+                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children: list[str] = []
+    deadline = time.monotonic() + 120
+    while len(children) < 2 and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+        children = Path(f"/proc/{job.pid}/task/{job.pid}/children").read_text().split()
+    assert len(children) == 2, "the workers did not start"
+    time.sleep(1)
+    job.send_signal(signal.SIGINT)
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0
+    assert not target.exists() and list(tmp_path.iterdir()) == [source]
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), \
+            f"worker {pid} outlived the job"

@@ -259,6 +259,9 @@ class Document:
         return asdict(self)
 
 
+_FORKED_AWAY: list[Any] = []  # see Tagger.for_forked_process
+
+
 class Tagger:
     """Load a model directory and tag raw text or tokenized sentences.
 
@@ -297,6 +300,18 @@ class Tagger:
                 ``onnx-int8``: the ONNX graph with int8 weights (the fastest; as many labels differ).
         """
         return cls(load_model(path), path, backend)
+
+    def for_forked_process(self, threads: int = 1) -> None:
+        """Make this tagger fit to run in a process forked from the one that loaded it (the
+        file job's workers): torch on ``threads`` threads, and ONNX Runtime sessions of its
+        own (a session's thread pool does not survive a fork). Only the forked process calls it."""
+        torch.set_num_threads(threads)
+        if self._encoder is not None:
+            # the inherited sessions are never freed: their destructor waits on pool threads
+            # that stayed in the parent (it hangs). A forked worker ends with os._exit.
+            _FORKED_AWAY.append(self._encoder)
+            self._encoder = [OnnxEncoder(member.network, threads, int8=self.backend == "onnx-int8")
+                             for member in self.model.members]
 
     @property
     def tasks(self) -> dict[str, str]:
