@@ -14,7 +14,8 @@ Then the job users run, like for like: a JSONL file of raw texts in (every EWT s
 text, train, dev and test: 16,622 distinct texts; copies of one text would bucket unrealistically
 well), a JSONL file out, as whole processes: `tagger tag` (without and with scores) against
 spaCy's pipelines doing the same job (scripts/spacy_tag_file.py: read, `nlp.pipe`, write
-the same records less the scores). Start-up (a one-document file, fastest of three) is
+the same records less the scores; spacy-X/N: on N processes, `nlp.pipe(n_process=N)`, N
+being the worker processes `tagger tag` runs by default). Start-up (a one-document file, fastest of three) is
 reported apart and subtracted. Its in-process peer is
 the same system's in-process call on the same texts, all of them in one call (which batches
 better than any job that streams a file can), timed like the job: one pass after loading and
@@ -61,6 +62,7 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
     import torch
 
     from tagger.data.readers import read_conllu
+    from tagger.inference.tagfiles import default_workers
 
     if threads:
         torch.set_num_threads(threads)
@@ -165,13 +167,17 @@ def file_job(name: str, source: Path, one: Path, work: Path, tokens: int, rounds
     scores first in every other round. Each ratio is taken inside a round, so that the machine's
     drift between rounds cancels; the row has the median over rounds and the lowest and
     highest."""
-    if name in SPACY:
+    spacy = name.partition("/")[0] in SPACY
+    if spacy:  # spacy-X, or spacy-X/N: on N processes (nlp.pipe's n_process)
         sys.path.insert(0, str(ROOT / "scripts"))
         from spacy_baseline import build
 
+        pipeline, _, processes = name.partition("/")
+
         def command(path: Path, scored: bool = False) -> list[str]:
             return [sys.executable, str(ROOT / "scripts" / "spacy_tag_file.py"),
-                    str(build(name.removeprefix("spacy-"), SPACY[name])), str(path), str(work / "out.jsonl")]
+                    str(build(pipeline.removeprefix("spacy-"), SPACY[pipeline])), str(path), str(work / "out.jsonl"),
+                    processes or "1"]
     else:
         tagger = Path(sys.executable).with_name("tagger")
 
@@ -191,7 +197,7 @@ def file_job(name: str, source: Path, one: Path, work: Path, tokens: int, rounds
         # every other round the job with scores goes first: a machine drifting within a round
         # then favours neither
         first = job(True) if scores and turn % 2 else None
-        same = in_process(name)
+        same = in_process(name.partition("/")[0] if spacy else name)
         plain = job(False)
         speed.append(tokens / plain)
         of.append(tokens / plain / same)
@@ -224,21 +230,24 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
         one.write_text(json.dumps({"id": "0", "text": texts[0]}) + "\n")
         spacy_rounds = max(2, rounds - 1)
         for name in names:
-            ours = name not in SPACY
+            ours = name.partition("/")[0] not in SPACY
             rows[name] = file_job(name, source, one, work, tokens, rounds if ours else spacy_rounds, scores=ours)
     print()
     print(f"# the file job: JSONL of raw texts in (every EWT text: {len(texts):,} texts, {tokens:,} tokens), JSONL out; "
           f"whole processes, start-up reported apart and subtracted; {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"# {rounds} rounds for ours, {spacy_rounds} for spaCy: each ratio is taken within a round, "
           "median (lowest to highest)")
-    print("| system | tokens/s | of in-process, same texts | vs spaCy, same job | scores cost | start-up s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"# `tagger tag` on its default workers ({default_workers()} processes here); spacy-X/N: nlp.pipe(n_process=N)")
+    print("| system | tokens/s | of in-process, same texts | vs spaCy, same job | vs spaCy on as many processes | "
+          "scores cost | start-up s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         speed = statistics.median(row["tokens_per_s"])
-        other = COMPARE.get(name.partition("/")[0])
-        versus = f"{speed / statistics.median(rows[other]['tokens_per_s']):.2f}x {other}" if other in rows else ""
+        versus = []
+        for other in (COMPARE.get(name.partition("/")[0]), f"{COMPARE.get(name.partition('/')[0])}/{default_workers()}"):
+            versus.append(f"{speed / statistics.median(rows[other]['tokens_per_s']):.2f}x {other}" if other in rows else "")
         cost = _spread(row["scores_cost"], "+.0%") if row["scores_cost"] else ""
-        print(f"| {name} | {speed:,.0f} | {_spread(row['of_in_process'], '.0%')} | {versus} | {cost} | "
+        print(f"| {name} | {speed:,.0f} | {_spread(row['of_in_process'], '.0%')} | {' | '.join(versus)} | {cost} | "
               f"{row['startup_s']:.2f} |")
 
 
@@ -249,6 +258,14 @@ def quantized(ours: list[str]) -> list[str]:
     if "en-core" not in ours:
         return []
     return ["en-core/int8", *(["en-core/onnx-int8"] if onnx_available() else [])]
+
+
+def spacy_processes() -> list[str]:
+    """spaCy's file jobs on as many processes as ``tagger tag`` uses by default (none if one)."""
+    from tagger.inference.tagfiles import default_workers
+
+    workers = default_workers()
+    return [f"{name}/{workers}" for name in SPACY] if workers > 1 else []
 
 
 def main() -> None:
@@ -270,7 +287,7 @@ def main() -> None:
     rows = {}
     ours = [n for n in OURS if is_model_directory(ROOT / "models" / n)]
     if args.files_only:
-        file_jobs([*ours, *quantized(ours), *SPACY], args.rounds)
+        file_jobs([*ours, *quantized(ours), *SPACY, *spacy_processes()], args.rounds)
         return
     # an ensemble's first member alone: what the ensemble costs and gains
     ours += [f"{n}/member-1" for n in ours if (ROOT / "models" / n / "ensemble.json").exists()]
@@ -297,7 +314,7 @@ def main() -> None:
         print(f"| {name} | {row['tokens_per_s']:,.0f} | {ratio} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
               f"{row['rss_mb']:.0f} | {scores} |")
     if not args.no_files:
-        file_jobs([*[n for n in ours if "/" not in n], *quantized(ours), *SPACY], args.rounds)
+        file_jobs([*[n for n in ours if "/" not in n], *quantized(ours), *SPACY, *spacy_processes()], args.rounds)
 
 
 if __name__ == "__main__":
