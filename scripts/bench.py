@@ -62,7 +62,6 @@ def measure(name: str, runs: int, threads: int, every: bool = False) -> dict:
     import torch
 
     from tagger.data.readers import read_conllu
-    from tagger.inference.tagfiles import default_workers
 
     if threads:
         torch.set_num_threads(threads)
@@ -218,6 +217,8 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
     import tempfile
 
     from tagger.data.readers import read_conllu
+
+    from tagger.inference.tagfiles import default_workers
 
     sentences = [s for path in EWT_ALL for s in read_conllu(path, None)]
     texts = [s.text or " ".join(s.tokens) for s in sentences]

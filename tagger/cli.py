@@ -413,7 +413,7 @@ def tag(
     input_format: Annotated[str, typer.Option("--input-format", help="auto (JSONL or plain text lines), text, jsonl, conllu or columns")] = "auto",
     batch_documents: Annotated[int, typer.Option("--batch", help="documents tagged per call (a tokenized corpus: "
                                                  "sentences, or its documents for a model with document context); "
-                                                 "larger batches pad less")] = 4096,
+                                                 "larger batches pad less; with workers, at most 1024")] = 4096,
     no_scores: Annotated[bool, typer.Option("--no-scores", help="skip confidences (faster)")] = False,
     workers: Annotated[int, typer.Option("--workers", help="processes tagging chunks of the input side by side, "
                                          "each on one torch thread (Linux); 0: one per core, at most 8; "

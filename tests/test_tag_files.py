@@ -120,7 +120,7 @@ def test_worker_processes_write_the_same_bytes(name, tmp_path):
     assert (tmp_path / "out.jsonl").read_bytes() == (DATA / f"tag-{name}.jsonl").read_bytes()
     for workers in ("1", "2"):  # a tokenized corpus, CoNLL-U out
         result = tag("--model", model, "--input", str(EWT_TEST), "--output", str(tmp_path / f"w{workers}.conllu"),
-                     "--output-format", "conllu", "--workers", workers, "--batch", "500")
+                     "--output-format", "conllu", "--workers", workers, "--batch", "20")
         assert result.returncode == 0, result.stderr
     assert (tmp_path / "w1.conllu").read_bytes() == (tmp_path / "w2.conllu").read_bytes()
 
@@ -143,15 +143,15 @@ def test_worker_scores_are_this_process_scores_up_to_float32_rounding(tmp_path):
 
 
 FAILING_WORKER = """
-import io, sys
+import io, os, sys
 from tagger import Tagger
 from tagger.data.readers.documents import read_documents
 from tagger.inference import tagfiles
 
-render = tagfiles._Job.render
+render, parent = tagfiles._Job.render, os.getpid()
 def failing(self, chunk):
     if any(doc_id == "ewt-test-10" for run in chunk for doc_id, _, _ in run):
-        raise ValueError("ewt-test-10 cannot be tagged")
+        raise ValueError(f"ewt-test-10 cannot be tagged ({'in a worker' if os.getpid() != parent else 'here'})")
     return render(self, chunk)
 tagfiles._Job.render = failing  # the forked workers inherit it
 
@@ -168,10 +168,37 @@ def test_a_worker_failing_stops_the_job_with_its_error_after_the_chunks_before_i
                             capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr
     # chunks of three: ewt-test-0 to -8 written, the chunk of -9 to -11 failed, nothing after it
-    assert result.stdout.strip() == "raised: ewt-test-10 cannot be tagged; written: 9"
+    assert result.stdout.strip() == "raised: ewt-test-10 cannot be tagged (in a worker); written: 9"
 
 
-def test_interrupting_a_job_on_workers_stops_every_process_and_writes_nothing(tmp_path):
+STUCK_WORKER = """
+import sys, time
+from tagger.cli import app
+from tagger.inference import tagfiles
+
+render = tagfiles._Job.render
+def stuck(self, chunk):
+    if any(doc_id == 2000 for run in chunk for doc_id, _, _ in run):
+        time.sleep(3600)  # a worker that never ends its chunk
+    return render(self, chunk)
+tagfiles._Job.render = stuck
+app(sys.argv[1:])
+"""
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_ctrl_c_stops_a_job_on_workers_even_with_a_worker_stuck_and_writes_nothing(tmp_path):
     import signal
     import time
 
@@ -179,21 +206,20 @@ def test_interrupting_a_job_on_workers_stops_every_process_and_writes_nothing(tm
 
     texts = [s.text or " ".join(s.tokens) for s in read_conllu(EWT_TEST, None)]
     source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts * 4)), encoding="utf-8")
-    job = subprocess.Popen([sys.executable, "-m", "server.cli", "tag", "--model", str(ROOT / "models" / "en-pos"),
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    job = subprocess.Popen([sys.executable, "-c", STUCK_WORKER, "tag", "--model", str(ROOT / "models" / "en-pos"),
                             "--input", str(source), "--output", str(target), "--workers", "2"],
                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    children: list[str] = []
     deadline = time.monotonic() + 120
-    while len(children) < 2 and time.monotonic() < deadline and job.poll() is None:
+    while len(children := _children(job.pid)) < 2 and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.2)
-        children = Path(f"/proc/{job.pid}/task/{job.pid}/children").read_text().split()
     assert len(children) == 2, "the workers did not start"
-    time.sleep(1)
+    time.sleep(8)  # the other worker goes on to the end of the file; the stuck one never will
+    assert job.poll() is None, job.communicate()
     job.send_signal(signal.SIGINT)
-    _, stderr = job.communicate(timeout=120)
-    assert job.returncode != 0
+    _, stderr = job.communicate(timeout=60)
+    assert job.returncode == 130 and "Traceback" not in stderr, stderr
     assert not target.exists() and list(tmp_path.iterdir()) == [source]
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and pid in _children(job.pid)]
     for pid in children:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text(), \
-            f"worker {pid} outlived the job"
+        assert not Path(f"/proc/{pid}/stat").exists() or Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -193,6 +194,9 @@ def _member_emissions(member: Model, encoder: OnnxEncoder | None, examples: Sequ
 @functools.cache
 def _member_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=8, thread_name_prefix="tagger-member")
+
+
+os.register_at_fork(after_in_child=_member_pool.cache_clear)  # a forked process has none of the pool's threads
 
 
 @dataclass(frozen=True)
