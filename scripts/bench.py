@@ -217,7 +217,6 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
     import tempfile
 
     from tagger.data.readers import read_conllu
-
     from tagger.inference.tagfiles import default_workers
 
     sentences = [s for path in EWT_ALL for s in read_conllu(path, None)]

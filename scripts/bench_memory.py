@@ -4,9 +4,10 @@ Usage: python scripts/bench_memory.py [--documents 1000000] [--via tag|stream] [
 
 Documents are short and one in two carries tokens never seen before (ticket numbers, user
 names), as real traffic does: that is what makes spaCy's vocabulary and any per-form cache
-grow. The resident memory of the tagging process is sampled throughout; the run fails (exit
-1) if RSS at the end is more than 10% above its value after warm-up (the first 10% of the
-documents).
+grow. The resident memory of the tagging process is sampled throughout (`tagger tag`: its
+worker processes' too, each counted once where they share pages with it: the sum of their
+PSS); the run fails (exit 1) if that memory at the end is more than 10% above its value after
+warm-up (the first 10% of the documents).
 """
 
 from __future__ import annotations
@@ -36,9 +37,32 @@ def documents(count: int) -> Iterator[str]:
             yield f"Ticket T{i * 7919 % 10_000_019} was closed by user{i} ."
 
 
+def job_pss_mb(pid: int) -> float:
+    """Proportional set size of process ``pid`` and its child processes (a file job's workers),
+    in MB (Linux): shared pages counted once in all."""
+    pids = [pid] + [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+                    if _parent(stat) == pid]
+    total = 0
+    for each in pids:
+        try:
+            total += next(int(line.split()[1]) for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines()
+                          if line.startswith("Pss:"))
+        except (OSError, StopIteration):  # a worker gone meanwhile
+            if each == pid:
+                raise RuntimeError(f"process {pid} has ended") from None
+    return total / 1024
+
+
+def _parent(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def via_tag(model: Path, count: int, work: Path) -> tuple[list[tuple[float, float]], float]:
-    """`tagger tag` over a file of ``count`` lines; (seconds, RSS MB) sampled twice a second
-    from the first output on."""
+    """`tagger tag` over a file of ``count`` lines; (seconds, MB: the job's PSS, workers
+    included) sampled twice a second from the first output on."""
     source = work / "documents.txt"
     with source.open("w") as handle:
         handle.writelines(text + "\n" for text in documents(count))
@@ -53,7 +77,7 @@ def via_tag(model: Path, count: int, work: Path) -> tuple[list[tuple[float, floa
         tagging = tagging or any(p.stat().st_size for p in work.glob(".tagged.jsonl.*"))
         try:
             if tagging:
-                samples.append((time.perf_counter() - started, rss_mb(process.pid)))
+                samples.append((time.perf_counter() - started, job_pss_mb(process.pid)))
         except (OSError, RuntimeError):  # the process has just ended
             break
         time.sleep(0.5)
