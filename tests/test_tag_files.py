@@ -125,6 +125,14 @@ def test_worker_processes_write_the_same_bytes(name, tmp_path):
     assert (tmp_path / "w1.conllu").read_bytes() == (tmp_path / "w2.conllu").read_bytes()
 
 
+def test_workers_read_standard_input_and_write_standard_output():
+    source = INPUT.read_bytes()
+    result = subprocess.run([sys.executable, "-m", "server.cli", "tag", "--model", str(ROOT / "models" / "en-pos"),
+                             "--no-scores", "--workers", "2", "--batch", "5"], input=source, capture_output=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (DATA / "tag-en-pos.jsonl").read_bytes()
+
+
 def test_worker_scores_are_this_process_scores_up_to_float32_rounding(tmp_path):
     """A worker runs torch on one thread: sums in another order, so a score may differ in its
     last float32 digits from two threads' (as between machines); labels do not."""
