@@ -243,9 +243,9 @@ def file_jobs(names: list[str], rounds: int = 3) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in rows.items():
         speed = statistics.median(row["tokens_per_s"])
-        versus = []
-        for other in (COMPARE.get(name.partition("/")[0]), f"{COMPARE.get(name.partition('/')[0])}/{default_workers()}"):
-            versus.append(f"{speed / statistics.median(rows[other]['tokens_per_s']):.2f}x {other}" if other in rows else "")
+        peer = COMPARE.get(name.partition("/")[0])
+        versus = [f"{speed / statistics.median(rows[other]['tokens_per_s']):.2f}x {other}" if other in rows else ""
+                  for other in (peer, f"{peer}/{default_workers()}")]
         cost = _spread(row["scores_cost"], "+.0%") if row["scores_cost"] else ""
         print(f"| {name} | {speed:,.0f} | {_spread(row['of_in_process'], '.0%')} | {' | '.join(versus)} | {cost} | "
               f"{row['startup_s']:.2f} |")

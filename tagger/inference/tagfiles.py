@@ -73,18 +73,16 @@ class _Job:
         flat = [item for run in chunk for item in run]
         with collector_paused():  # a chunk at a time (no reference cycles are made; see collector_paused)
             if flat[0][1] is None:  # a corpus's sentences, tagged with their document (a chunk is all one kind)
-                handle = StringIO()
                 merged = tagger.tag_documents([[s.tokens for _, _, s in run] for run in chunk], scores)  # type: ignore[union-attr]
                 documents = [sentence for document in merged for sentence in split_sentences(document)]
-                for (doc_id, _, source), document in zip(flat, documents, strict=True):
-                    write_document(handle, output_format, doc_id, document, tasks, source)
-                return len(flat), handle.getvalue()
-            if output_format == "jsonl":  # the common case, written straight from the predictions
+            elif output_format == "jsonl":  # the common case, written straight from the predictions
                 spans = {task for task, kind in tagger.tasks.items() if kind == "span"}
                 tagged = tagger.predict_documents([text for _, text, _ in flat], scores)  # type: ignore[misc]
                 return len(flat), "".join(jsonl_line(doc_id, t, tasks, spans) for (doc_id, _, _), t in zip(flat, tagged, strict=True))
+            else:
+                documents = tagger.tag_texts([t for _, t, _ in flat], scores)  # type: ignore[misc]
             handle = StringIO()
-            for (doc_id, _, source), document in zip(flat, tagger.tag_texts([t for _, t, _ in flat], scores), strict=True):  # type: ignore[misc]
+            for (doc_id, _, source), document in zip(flat, documents, strict=True):
                 write_document(handle, output_format, doc_id, document, tasks, source)
             return len(flat), handle.getvalue()
 
