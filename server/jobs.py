@@ -94,6 +94,11 @@ class JobManager:
             parsed = dict(parse_assignment(f"{k}={v}") for k, v in overrides.items())
             if parsed.get("train.init_from"):  # a served model (name or name:version), never a path on this machine
                 parsed["train.init_from"] = self._model_path(str(parsed["train.init_from"]))
+            auxiliary = parsed.get("train.auxiliary")
+            if auxiliary:  # uploaded corpora by name, never paths on this machine
+                if not isinstance(auxiliary, list) or not all(isinstance(name, str) for name in auxiliary):
+                    raise JobError('train.auxiliary: a list of uploaded corpus names, e.g. ["ewt-pos", "uner"]')
+                parsed["train.auxiliary"] = [str(self.corpora.path(name)) for name in auxiliary]
             if parsed.get("model.vectors") and parsed["model.vectors"] not in NAMES:
                 raise JobError(f"model.vectors: a training job takes {', '.join(NAMES)}; files on the server "
                                "are not read")
@@ -104,6 +109,8 @@ class JobManager:
             raise JobError(str(error)) from None
         if sum(map(bool, (base, teachers, search_trials))) > 1:
             raise JobError("a job is one of: training from a base model, distilling from teachers, a search")
+        if config.train.auxiliary and (base or teachers):
+            raise JobError("train.auxiliary trains a new model from its own labels: not from a base model or teachers")
         if search_seconds < 0:
             raise JobError("search_time_budget_seconds must not be negative")
         base_path = self._model_path(base) if base else None

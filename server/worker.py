@@ -30,7 +30,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
         import torch
 
         from tagger.config import CorpusFormat, TaggerConfig
-        from tagger.data.datasets import task_examples, tasks_for
+        from tagger.data.datasets import task_examples, tasks_for, with_auxiliary
         from tagger.training.train import train as run_training
 
         if threads:
@@ -63,6 +63,9 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
             config = fit(config, train_examples, overrides)
             print(f"recipe: {config.recipe}", flush=True)
             report("plan", {"epochs": config.train.epochs})  # the recipe's, unless overridden
+        train_examples, added = with_auxiliary(config, train_examples)
+        if added:
+            print(added, flush=True)
         print(f"training on {len(train_examples)} sentences, {len(dev_examples)} dev sentences", flush=True)
         result = run_training(config, train_examples, dev_examples, directory / "model", base=base_model, **progress)
         events.put(("done", {"dev": result.metrics["dev"]}))
@@ -98,12 +101,15 @@ def _search(config, search: dict[str, Any], train: str, dev: str, dev_format, di
     import shutil
     import time
 
-    from tagger.data.datasets import task_examples, tasks_for
+    from tagger.data.datasets import task_examples, tasks_for, with_auxiliary
     from tagger.training.tune import TuneSettings, tune
 
     if not config.model.tasks:
         config.model.tasks = tasks_for(train, config.data, [None])
     train_examples, dev_examples = task_examples(train, dev, config, dev_format)
+    train_examples, added = with_auxiliary(config, train_examples)
+    if added:
+        print(added, flush=True)
     settings = TuneSettings(trials=search["trials"], time_budget=search.get("seconds") or None, jobs=1,
                             seed=config.train.seed)
     print(f"searching {settings.trials} trials on {len(train_examples)} sentences, {len(dev_examples)} dev sentences",

@@ -43,6 +43,11 @@ def _format(fmt: str, token_column: int | None, label_column: str | None, scheme
         raise UserError(f"invalid format options: {error}") from None
 
 
+AuxOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--aux", help="a labelled corpus of another task learned alongside (POS CoNLL-U, entities), its head "
+    "left out of the model (repeatable; train.auxiliary)")]
+
+
 @app.command()
 def train(
     train: Annotated[Path, typer.Option("--train", help="training corpus")],
@@ -58,6 +63,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", help="use the first N training sentences")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="start from a trained model's encoder and embeddings (train.init_from)")] = None,
+    aux: AuxOpt = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=0.001 (repeatable)")] = None,
     decoder: Annotated[str, typer.Option("--decoder", help="crf or softmax (for tasks made from --label-column)")] = "crf",
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUTPUT/checkpoint")] = False,
@@ -70,7 +76,8 @@ def train(
     try:
         overrides: dict[str, Any] = {"model.vectors": vectors, "train.epochs": epochs, "train.seed": seed,
                                      "train.max_sentences": max_sentences,
-                                     "train.init_from": str(init_from) if init_from else None}
+                                     "train.init_from": str(init_from) if init_from else None,
+                                     "train.auxiliary": [str(p) for p in aux] if aux else None}
         cfg, train_examples, dev_examples = _training_data(train, dev, config, overrides, set_, fmt, token_column,
                                                            label_column, scheme, decoder)
         if output.exists() and any(output.iterdir()) and not resume and not (output / "config.json").exists():
@@ -80,7 +87,7 @@ def train(
         _fail(error)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
-    _report_saved(output, result, cfg.model.tasks)
+    _report_saved(output, result, [t for t in cfg.model.tasks if not t.auxiliary])
 
 
 @app.command()
@@ -142,7 +149,7 @@ def _training_data(train: Path, dev: Path, config: Path | None, overrides: dict[
                    fmt: str, token_column: int | None, label_column: str | None, scheme: str, decoder: str = "crf"):
     """The resolved config (recipe, flags, --set; tasks from the label columns) and the
     training and dev examples, as ``tagger train`` and ``tagger tune`` read them."""
-    from tagger.data.datasets import task_examples, tasks_for
+    from tagger.data.datasets import task_examples, tasks_for, with_auxiliary
 
     overrides = {**overrides, **dict(parse_assignment(item) for item in set_ or [])}
     cfg = load_config(config, overrides)
@@ -157,6 +164,9 @@ def _training_data(train: Path, dev: Path, config: Path | None, overrides: dict[
 
         cfg = fit(cfg, train_examples, overrides)
         typer.echo(f"recipe: {cfg.recipe}", err=True)
+    train_examples, added = with_auxiliary(cfg, train_examples)  # after the recipe: chosen for this corpus alone
+    if added:
+        typer.echo(added, err=True)
     return cfg, train_examples, dev_examples
 
 
@@ -179,6 +189,7 @@ def tune(
     epochs: Annotated[Optional[int], typer.Option("--epochs", help="epochs per trial at most")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="every trial starts from this trained model's encoder and embeddings")] = None,
+    aux: AuxOpt = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="fixed override for every trial (repeatable)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress display")] = False,
 ) -> None:
@@ -191,7 +202,8 @@ def tune(
         settings = TuneSettings(trials=trials, time_budget=_seconds(time_budget), jobs=jobs, seed=seed or 1,
                                 engine=engine)  # type: ignore[arg-type]
         cfg, train_examples, dev_examples = _training_data(train, dev, config, {"train.epochs": epochs, "train.seed": seed,
-                                                                                  "train.init_from": str(init_from) if init_from else None},
+                                                                                  "train.init_from": str(init_from) if init_from else None,
+                                                                                  "train.auxiliary": [str(p) for p in aux] if aux else None},
                                                            set_, fmt, token_column, label_column, scheme)
         searched = load_space(space)
         if output.exists() and any(output.iterdir()) and not any((output / n).exists() for n in ("study.sqlite", "ray")):

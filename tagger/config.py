@@ -60,6 +60,8 @@ class TaskConfig(_Strict):
         None, description="where this task's labels are in the corpus; None: data.label_column")
     decoder: Literal["crf", "softmax"] = "crf"
     encoding: Literal["iob2", "iobes"] = "iobes"
+    auxiliary: bool = Field(False, description="learned from another corpus (train.auxiliary) alongside the "
+                            "others, for what it teaches the shared encoder; left out of the saved model")
 
 
 class ModelConfig(_Strict):
@@ -96,6 +98,9 @@ class TrainConfig(_Strict):
     init_from: str | None = Field(None, description="a trained model directory to start from: its architecture, "
                                   "embeddings and encoder (and the heads of tasks with the same labels); "
                                   "the vocabularies and labels are this corpus's")
+    auxiliary: list[str] = Field(default_factory=list, description="labelled corpora of other tasks (CoNLL-U "
+                                 "POS, entity files) trained alongside on the shared encoder, a head each, "
+                                 "left out of the saved model: tagger train --aux")
 
 
 class ContextConfig(_Strict):

@@ -81,6 +81,38 @@ def corpus_examples(paths: Sequence[str | Path], tasks: Sequence[TaskConfig], da
     return align(ordered).examples
 
 
+def auxiliary_examples(paths: Sequence[str | Path], taken: Sequence[str] = ()) -> tuple[list[TaskConfig], list[Example]]:
+    """Tasks and examples from labelled corpora of other tasks, learned alongside a corpus's
+    own (``tagger train --aux``): one task per file, ``aux1``, ``aux2``, ... (the next free
+    names past ``taken``), a CoNLL-U file's from its UPOS column, any other file's from its
+    label column, span or tag as its labels say. Files that annotate the same sentences (EWT's
+    POS and Universal NER's entities) are joined by sentence id and tokens, so such a sentence
+    carries both tasks once. Examples carry no document: no context across corpora."""
+    tasks, corpora, number = [], {}, 0
+    for path in paths:
+        number += 1
+        while f"aux{number}" in taken:
+            number += 1
+        fmt = CorpusFormat(label_column="upos") if detect_format(path) == "conllu" else CorpusFormat()
+        corpus = load_corpus(path, fmt)  # an empty or broken file: CorpusError with its file and line
+        tasks.append(TaskConfig(name=f"aux{number}", kind=corpus.kind, column=fmt.label_column, auxiliary=True))
+        corpora[tasks[-1].name] = corpus.sentences
+    return tasks, [Example(e.tokens, e.labels) for e in align(corpora).examples]
+
+
+def with_auxiliary(config: TaggerConfig, examples: list[Example]) -> tuple[list[Example], str | None]:
+    """``config.train.auxiliary``'s corpora (:func:`auxiliary_examples`) added to a training set:
+    their tasks appended to ``config.model.tasks`` (in place), their examples after ``examples``;
+    with a line saying what was added (None without auxiliary corpora)."""
+    paths = config.train.auxiliary
+    if not paths:
+        return examples, None
+    tasks, extra = auxiliary_examples(paths, taken=[t.name for t in config.model.tasks])
+    config.model.tasks = [*config.model.tasks, *tasks]
+    described = ", ".join(f"{t.name} ({t.kind}) from {p}" for t, p in zip(tasks, paths))
+    return [*examples, *extra], f"auxiliary: {described}; {len(extra):,} sentences besides this corpus's {len(examples):,}"
+
+
 def unlabeled_examples(paths: Sequence[str | Path], lang: str, first_document: int = 0,
                        batch: int = 512) -> list[Example]:
     """Raw text (plain text lines or JSONL ``{"text": ...}`` records, as ``tagger tag`` reads

@@ -168,6 +168,25 @@ def prune_words(model: Model, keep: int) -> Model:
     return pruned
 
 
+def without_auxiliary(model: Model) -> Model:
+    """The model less the heads of its auxiliary tasks (learned from other corpora alongside
+    its own, ``train.auxiliary``): the same encoder and remaining heads, their tensors shared.
+    A model without auxiliary tasks comes back as it is."""
+    dropped = {t.name for t in model.config.model.tasks if t.auxiliary}
+    if not dropped:
+        return model
+    config = model.config.model_copy(deep=True)
+    config.model.tasks = [t for t in config.model.tasks if not t.auxiliary]
+    if not config.model.tasks:
+        raise ValueError("a model needs a task of its own besides the auxiliary ones")
+    f = model.featurizer
+    kept = build_model(config, f.words, f.chars, {t: v for t, v in f.labels.items() if t not in dropped})
+    names = kept.network.state_dict().keys()
+    kept.network.load_state_dict({k: v for k, v in model.network.state_dict().items() if k in names}, assign=True)
+    kept.network.train(model.network.training)
+    return kept
+
+
 def read_json(path: Path, raw: bytes | None = None) -> Any:
     """A JSON file's content (``raw``: its bytes, already read); ArtifactError names the file
     when it is missing or invalid."""

@@ -41,6 +41,10 @@ def render_card(directory: str | Path, name: str | None = None, data: dict[str, 
     lines.append(f"- training: {metrics.get('train_sentences', '?')} sentences, {metrics.get('train_tokens', '?')} tokens")
     if config.get("recipe"):
         lines.append(f"- recipe: {config['recipe']}")
+    if train.get("auxiliary"):
+        lines.append(f"- auxiliary corpora ({metrics.get('auxiliary_sentences', '?')} of those sentences), learned "
+                     "alongside on the shared encoder, their heads left out of this model: "
+                     + ", ".join(f"`{path}`" for path in train["auxiliary"]))
     lines += _distill_note(config.get("distill"), metrics.get("students"), metrics.get("size_note"))
     lines += _rows_note(metrics.get("word_rows"))
     lines += _targets_note(metrics.get("targets"), metrics.get("test") or {}, metrics.get("tried"))

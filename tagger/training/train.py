@@ -32,7 +32,7 @@ from tagger.data.vectors import load_vectors
 from tagger.data.vocab import Vocab
 from tagger.data.writers import atomic_write_bytes, atomic_write_text
 from tagger.inference.predict import predict
-from tagger.model.artifact import CONFIG, METRICS, Model, build_model, save_model
+from tagger.model.artifact import CONFIG, METRICS, Model, build_model, save_model, without_auxiliary
 from tagger.model.directory import load_model
 from tagger.training import distributed
 from tagger.training.card import write_card
@@ -221,14 +221,19 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     if tc.threads:
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
-    if tc.max_sentences:
-        train_data = train_data[: tc.max_sentences]
+    auxiliary = {t.name for t in config.model.tasks if t.auxiliary}
+    if tc.max_sentences:  # of the corpus's own sentences: the auxiliary corpora's are all kept
+        own = [e for e in train_data if not _auxiliary_only(e, auxiliary)]
+        train_data = own[: tc.max_sentences] + [e for e in train_data if _auxiliary_only(e, auxiliary)]
     init = load_model(tc.init_from) if tc.init_from else None
     if init is not None and base is not None:
         raise ValueError("give a base model or train.init_from, not both: a base keeps its labels, "
                          "init_from starts this corpus's labels on its encoder")
     if init is not None:
         config = with_architecture(config, init)
+    if auxiliary and (base is not None or teacher is not None):
+        raise ValueError("auxiliary corpora (train.auxiliary) train a new model from its own labels: "
+                         "not with a base model or teachers")
     if base is not None and len(base.members) > 1:
         raise ValueError("cannot train from an ensemble; start from one of its members (a member-N subdirectory)")
     if base is not None:
@@ -327,7 +332,7 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         if score > state["best"]:
             state["best"], state["best_epoch"] = score, epoch
             if main:
-                save_model(model, output, metrics={"dev": reports, "epoch": epoch, "partial": True})
+                save_model(without_auxiliary(model), output, metrics={"dev": reports, "epoch": epoch, "partial": True})
         state["epoch"] = epoch
         if main:
             _save_checkpoint(checkpoint, network, optimizer, scheduler, state)
@@ -349,13 +354,15 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
         "best_epoch": state["best_epoch"],
         "epochs_run": state["epoch"],
         "train_sentences": len(train_data),
+        **({"auxiliary_sentences": sum(1 for e in train_data if _auxiliary_only(e, auxiliary))}
+           if auxiliary else {}),
         "train_tokens": sum(lengths),
         "processes": context.world_size,
         "train_seconds": round(state["seconds"], 1),
         "history": state["history"],
     }
     atomic_write_text(output / METRICS, json.dumps(metrics, indent=2))
-    kinds = {t.name: t.kind for t in config.model.tasks}
+    kinds = {t.name: t.kind for t in config.model.tasks if not t.auxiliary}
     training_curve(state["history"], output / CURVE,
                    "F1" if set(kinds.values()) == {"span"} else "accuracy" if set(kinds.values()) == {"tag"} else "score")
     for task, report in dev_reports.items():
@@ -365,6 +372,11 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
     shutil.rmtree(checkpoint, ignore_errors=True)
     distributed.barrier(context)
     return TrainResult(best, metrics)
+
+
+def _auxiliary_only(example: Example, auxiliary: set[str]) -> bool:
+    """Whether the example comes from an auxiliary corpus (labels of auxiliary tasks only)."""
+    return bool(example.labels) and auxiliary.issuperset(example.labels)
 
 
 def choose_entity_bias(model: Model, dev_data: Sequence[Example], grid: Sequence[float], directory: Path | None = None

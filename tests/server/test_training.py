@@ -396,6 +396,43 @@ def test_a_distillation_job_learns_from_a_served_teacher(loop_thread, models_dir
                 assert error.value.code() == code, error.value.details()
 
 
+def test_a_job_learns_alongside_uploaded_auxiliary_corpora(loop_thread, models_dir, tmp_path, shared_data):
+    """``train.auxiliary`` names uploaded corpora (never paths on the server): their tasks train
+    the shared encoder and the registered model has only the job's own task."""
+    data_dir = tmp_path / "data"
+    ewt = (shared_data / "ud-english-ewt" / "en_ewt-ud-train.conllu").read_text().split("\n\n")[:150]
+    with training_server(loop_thread, models_dir, data_dir) as running:
+        with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            training = pb_grpc.TrainingStub(channel)
+            upload(training, "places-train", corpus_bytes(shared_data, "train", 200))
+            upload(training, "places-dev", corpus_bytes(shared_data, "dev", 50))
+            upload(training, "ewt-pos", ("\n\n".join(ewt) + "\n\n").encode())
+            for value, code in (('["nothing-uploaded"]', grpc.StatusCode.NOT_FOUND),
+                                ('["/etc/passwd"]', grpc.StatusCode.INVALID_ARGUMENT),
+                                ('"ewt-pos"', grpc.StatusCode.INVALID_ARGUMENT)):
+                with pytest.raises(grpc.RpcError) as error:
+                    training.StartTraining(pb.StartTrainingRequest(
+                        train_corpus="places-train", dev_corpus="places-dev", model_name="x",
+                        overrides={**FAST, "train.auxiliary": value}), timeout=30)
+                assert error.value.code() == code, error.value.details()
+            with pytest.raises(grpc.RpcError) as error:
+                training.StartTraining(pb.StartTrainingRequest(
+                    train_corpus="places-train", dev_corpus="places-dev", model_name="x", base_model="ner",
+                    overrides={**FAST, "train.auxiliary": '["ewt-pos"]'}), timeout=30)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "base model" in error.value.details()
+            job = training.StartTraining(pb.StartTrainingRequest(
+                train_corpus="places-train", dev_corpus="places-dev", model_name="places",
+                overrides={**FAST, "train.auxiliary": '["ewt-pos"]'}), timeout=30)
+            done = watch(training, job.id)[-1].job
+            assert (done.state, done.version) == ("SUCCEEDED", "1"), done.error
+            log = (data_dir / "jobs" / job.id / "log.txt").read_text()
+            assert "auxiliary: aux1 (tag) from " in log and "150 sentences besides this corpus's 200" in log
+            with TaggerClient(f"127.0.0.1:{running.port}") as client:
+                response = client.tag("We drove from Boston to Chicago last year .", models=["places"])
+                tokens = [t for sentence in response.sentences for t in sentence.tokens]
+                assert len(tokens) == 9 and all(set(t.labels) == {"ner"} for t in tokens)
+
+
 def test_a_search_job_reports_trials_registers_the_best_and_cancels(loop_thread, models_dir, tmp_path, shared_data):
     data_dir = tmp_path / "data"
     with training_server(loop_thread, models_dir, data_dir) as running:
