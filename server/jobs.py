@@ -92,13 +92,17 @@ class JobManager:
         self.corpora.path(train), self.corpora.path(dev)
         try:
             parsed = dict(parse_assignment(f"{k}={v}") for k, v in overrides.items())
+            tables = [key for key, value in parsed.items() if isinstance(value, dict)]
+            if tables:  # a whole table would get past the checks of the settings below
+                raise JobError(f"{tables[0]}: an override sets one setting (section.key -> value), not a table")
             if parsed.get("train.init_from"):  # a served model (name or name:version), never a path on this machine
                 parsed["train.init_from"] = self._model_path(str(parsed["train.init_from"]))
             auxiliary = parsed.get("train.auxiliary")
             if auxiliary:  # uploaded corpora by name, never paths on this machine
                 if not isinstance(auxiliary, list) or not all(isinstance(name, str) for name in auxiliary):
                     raise JobError('train.auxiliary: a list of uploaded corpus names, e.g. ["ewt-pos", "uner"]')
-                parsed["train.auxiliary"] = [str(self.corpora.path(name)) for name in auxiliary]
+                for name in auxiliary:
+                    self.corpora.path(name)  # uploaded? (the worker reads them with their formats)
             if parsed.get("model.vectors") and parsed["model.vectors"] not in NAMES:
                 raise JobError(f"model.vectors: a training job takes {', '.join(NAMES)}; files on the server "
                                "are not read")
@@ -206,7 +210,9 @@ class JobManager:
             str(directory), request["config"], str(self.corpora.path(request["train"])),
             self.corpora.meta(request["train"])["format"], str(self.corpora.path(request["dev"])),
             self.corpora.meta(request["dev"])["format"], self.threads, events, request.get("base"),
-            request.get("teachers") or [], request.get("search"), request.get("overrides")))
+            request.get("teachers") or [], request.get("search"), request.get("overrides"),
+            [(str(self.corpora.path(name)), self.corpora.meta(name)["format"])
+             for name in json.loads(request["config"])["train"].get("auxiliary", [])]))
         process.start()
         self._processes[job_id] = process
         await self._set(job_id, state="RUNNING", started=time.time())

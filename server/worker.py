@@ -15,7 +15,7 @@ from typing import Any
 def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any], dev: str,
         dev_format: dict[str, Any], threads: int, events, base: str | None = None,
         teachers: list[str] | None = None, search: dict[str, Any] | None = None,
-        overrides: dict[str, Any] | None = None) -> None:
+        overrides: dict[str, Any] | None = None, auxiliary: list[tuple[str, dict[str, Any]]] | None = None) -> None:
     directory = Path(job_dir)
     parent = os.getppid()
 
@@ -39,6 +39,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
 
         config = TaggerConfig.model_validate_json(config_json)
         config.data = CorpusFormat.model_validate(train_format)
+        sources = [(path, CorpusFormat.model_validate(fmt)) for path, fmt in auxiliary or []]  # train.auxiliary's
         progress = {"progress": False, "on_epoch": lambda record: report("epoch", record),
                     "on_step": lambda record: report("step", record)}
         if teachers or search:
@@ -47,7 +48,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
                                       progress).metrics["dev"]
             else:
                 dev_report = _search(config, search, train, dev, CorpusFormat.model_validate(dev_format), directory,
-                                     lambda record: report("trial", record))
+                                     lambda record: report("trial", record), sources)
             events.put(("done", {"dev": dev_report}))
             print("done", flush=True)
             return
@@ -63,7 +64,7 @@ def run(job_dir: str, config_json: str, train: str, train_format: dict[str, Any]
             config = fit(config, train_examples, overrides)
             print(f"recipe: {config.recipe}", flush=True)
             report("plan", {"epochs": config.train.epochs})  # the recipe's, unless overridden
-        train_examples, added = with_auxiliary(config, train_examples)
+        train_examples, added = with_auxiliary(config, train_examples, sources)
         if added:
             print(added, flush=True)
         print(f"training on {len(train_examples)} sentences, {len(dev_examples)} dev sentences", flush=True)
@@ -94,7 +95,8 @@ def _distill(config, teachers: list[str], train: str, dev: str, dev_format, dire
     return distill(config, teachers, train_examples, dev_examples, directory / "model", **progress)
 
 
-def _search(config, search: dict[str, Any], train: str, dev: str, dev_format, directory: Path, report) -> dict[str, Any]:
+def _search(config, search: dict[str, Any], train: str, dev: str, dev_format, directory: Path, report,
+            sources: list[tuple[str, Any]]) -> dict[str, Any]:
     """A search job: ``tagger tune`` in this process (trials one after another, so cancelling
     the job stops every trial); the best trial's model files go to ``directory/model``."""
     import json
@@ -107,7 +109,7 @@ def _search(config, search: dict[str, Any], train: str, dev: str, dev_format, di
     if not config.model.tasks:
         config.model.tasks = tasks_for(train, config.data, [None])
     train_examples, dev_examples = task_examples(train, dev, config, dev_format)
-    train_examples, added = with_auxiliary(config, train_examples)
+    train_examples, added = with_auxiliary(config, train_examples, sources)
     if added:
         print(added, flush=True)
     settings = TuneSettings(trials=search["trials"], time_budget=search.get("seconds") or None, jobs=1,

@@ -61,7 +61,7 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML recipe")] = None,
     epochs: Annotated[Optional[int], typer.Option("--epochs")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
-    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", help="use the first N training sentences")] = None,
+    max_sentences: Annotated[Optional[int], typer.Option("--max-sentences", help="use the first N training sentences (--aux files are read whole)")] = None,
     init_from: Annotated[Optional[Path], typer.Option("--init-from", help="start from a trained model's encoder and embeddings (train.init_from)")] = None,
     aux: AuxOpt = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="override, e.g. train.lr=0.001 (repeatable)")] = None,

@@ -91,7 +91,8 @@ class TrainConfig(_Strict):
     patience: int = Field(5, ge=1, description="epochs without dev improvement before stopping")
     seed: int = 1
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
-    max_sentences: int | None = Field(None, ge=1, description="use only the first N training sentences")
+    max_sentences: int | None = Field(None, ge=1, description="use only the first N training sentences (of the "
+                                      "corpus's own; train.auxiliary's are all kept)")
     entity_bias_grid: list[Annotated[float, Field(ge=0, le=20)]] = Field(
         default_factory=list, description="after training, choose decode.entity_bias on dev among these values "
         "and 0 (empty: keep it)")

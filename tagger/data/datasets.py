@@ -81,35 +81,42 @@ def corpus_examples(paths: Sequence[str | Path], tasks: Sequence[TaskConfig], da
     return align(ordered).examples
 
 
-def auxiliary_examples(paths: Sequence[str | Path], taken: Sequence[str] = ()) -> tuple[list[TaskConfig], list[Example]]:
+def auxiliary_examples(sources: Sequence[str | Path | tuple[str | Path, CorpusFormat]], taken: Sequence[str] = ()
+                       ) -> tuple[list[TaskConfig], list[Example]]:
     """Tasks and examples from labelled corpora of other tasks, learned alongside a corpus's
     own (``tagger train --aux``): one task per file, ``aux1``, ``aux2``, ... (the next free
     names past ``taken``), a CoNLL-U file's from its UPOS column, any other file's from its
-    label column, span or tag as its labels say. Files that annotate the same sentences (EWT's
+    label column, span or tag as its labels say; a source given as ``(path, format)`` is read
+    with that format (an uploaded corpus's). Files that annotate the same sentences (EWT's
     POS and Universal NER's entities) are joined by sentence id and tokens, so such a sentence
     carries both tasks once. Examples carry no document: no context across corpora."""
     tasks, corpora, number = [], {}, 0
-    for path in paths:
+    for source in sources:
         number += 1
         while f"aux{number}" in taken:
             number += 1
-        fmt = CorpusFormat(label_column="upos") if detect_format(path) == "conllu" else CorpusFormat()
+        path, fmt = source if isinstance(source, tuple) else (source, CorpusFormat())
+        if (fmt.format if fmt.format != "auto" else detect_format(path)) == "conllu" and fmt.label_column is None:
+            fmt = fmt.model_copy(update={"label_column": "upos"})
         corpus = load_corpus(path, fmt)  # an empty or broken file: CorpusError with its file and line
         tasks.append(TaskConfig(name=f"aux{number}", kind=corpus.kind, column=fmt.label_column, auxiliary=True))
         corpora[tasks[-1].name] = corpus.sentences
     return tasks, [Example(e.tokens, e.labels) for e in align(corpora).examples]
 
 
-def with_auxiliary(config: TaggerConfig, examples: list[Example]) -> tuple[list[Example], str | None]:
+def with_auxiliary(config: TaggerConfig, examples: list[Example],
+                   sources: Sequence[tuple[str | Path, CorpusFormat]] | None = None) -> tuple[list[Example], str | None]:
     """``config.train.auxiliary``'s corpora (:func:`auxiliary_examples`) added to a training set:
     their tasks appended to ``config.model.tasks`` (in place), their examples after ``examples``;
-    with a line saying what was added (None without auxiliary corpora)."""
-    paths = config.train.auxiliary
-    if not paths:
+    with a line saying what was added (None without auxiliary corpora). ``sources``: where
+    and how to read them when ``train.auxiliary`` holds names (a training job's uploaded corpora)."""
+    names = config.train.auxiliary
+    if not names:
         return examples, None
-    tasks, extra = auxiliary_examples(paths, taken=[t.name for t in config.model.tasks])
+    tasks, extra = auxiliary_examples(sources if sources is not None else names, taken=[t.name for t in config.model.tasks])
     config.model.tasks = [*config.model.tasks, *tasks]
-    described = ", ".join(f"{t.name} ({t.kind}) from {p}" for t, p in zip(tasks, paths))
+    described = ", ".join(f"{t.name} ({t.kind}{f', column {t.column}' if t.column else ''}) from {name}"
+                          for t, name in zip(tasks, names))
     return [*examples, *extra], f"auxiliary: {described}; {len(extra):,} sentences besides this corpus's {len(examples):,}"
 
 

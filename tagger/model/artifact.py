@@ -180,7 +180,8 @@ def without_auxiliary(model: Model) -> Model:
     if not config.model.tasks:
         raise ValueError("a model needs a task of its own besides the auxiliary ones")
     f = model.featurizer
-    kept = build_model(config, f.words, f.chars, {t: v for t, v in f.labels.items() if t not in dropped})
+    with torch.random.fork_rng():  # its fresh weights are replaced at once: leave training's random numbers be
+        kept = build_model(config, f.words, f.chars, {t: v for t, v in f.labels.items() if t not in dropped})
     names = kept.network.state_dict().keys()
     kept.network.load_state_dict({k: v for k, v in model.network.state_dict().items() if k in names}, assign=True)
     kept.network.train(model.network.training)

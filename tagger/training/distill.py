@@ -302,6 +302,9 @@ def distill(config: TaggerConfig, teachers: Sequence[str | Path], train_data: Se
     from tagger.training.train import _train  # the training loop; train imports nothing from here
 
     output = Path(output)
+    if config.train.auxiliary:
+        raise ValueError("train.auxiliary is for training from gold labels (tagger train --aux); a student "
+                         "learns its tasks from its teachers")
     loaded = [load_model(t) for t in teachers]
     assignment = assign_tasks(loaded, [t.name for t in config.model.tasks] or None)
     train_data = [e for e in train_data if e.tokens]

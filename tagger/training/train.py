@@ -231,6 +231,8 @@ def _train(config: TaggerConfig, train_data: Sequence[Example], dev_data: Sequen
                          "init_from starts this corpus's labels on its encoder")
     if init is not None:
         config = with_architecture(config, init)
+    if auxiliary and len(auxiliary) == len(config.model.tasks):
+        raise ValueError("every task is auxiliary: a model needs a task of its own besides train.auxiliary's")
     if auxiliary and (base is not None or teacher is not None):
         raise ValueError("auxiliary corpora (train.auxiliary) train a new model from its own labels: "
                          "not with a base model or teachers")
@@ -538,7 +540,11 @@ def _recover_checkpoint(directory: Path) -> None:
 def _load_checkpoint(directory: Path, network, optimizer, scheduler) -> dict[str, Any]:
     meta = json.loads((directory / "state.json").read_text())
     tensors = load_file(str(directory / "state.safetensors"))
-    network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        network.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as error:  # other tasks (--aux), labels or sizes than the run that wrote it
+        raise ValueError(f"{directory}: the checkpoint does not fit this run's network (the same corpus, "
+                         f"--aux files in the same order and settings resume it): {str(error).splitlines()[0]}") from None
     per_param: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         if name.startswith("optim."):

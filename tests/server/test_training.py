@@ -406,27 +406,33 @@ def test_a_job_learns_alongside_uploaded_auxiliary_corpora(loop_thread, models_d
             training = pb_grpc.TrainingStub(channel)
             upload(training, "places-train", corpus_bytes(shared_data, "train", 200))
             upload(training, "places-dev", corpus_bytes(shared_data, "dev", 50))
-            upload(training, "ewt-pos", ("\n\n".join(ewt) + "\n\n").encode())
-            for value, code in (('["nothing-uploaded"]', grpc.StatusCode.NOT_FOUND),
-                                ('["/etc/passwd"]', grpc.StatusCode.INVALID_ARGUMENT),
-                                ('"ewt-pos"', grpc.StatusCode.INVALID_ARGUMENT)):
+            ewt_bytes = ("\n\n".join(ewt) + "\n\n").encode()
+            xpos = pb.CorpusFormat(label_column="xpos")  # the job reads it so (auto would take UPOS)
+            training.UploadCorpus(iter([pb.CorpusChunk(name="ewt-xpos", format=xpos, data=ewt_bytes)]), timeout=60)
+            for key, value, code in (("train.auxiliary", '["nothing-uploaded"]', grpc.StatusCode.NOT_FOUND),
+                                     ("train.auxiliary", '["/etc/passwd"]', grpc.StatusCode.INVALID_ARGUMENT),
+                                     ("train.auxiliary", '"ewt-xpos"', grpc.StatusCode.INVALID_ARGUMENT),
+                                     ("train", '{auxiliary = ["/etc/passwd"]}', grpc.StatusCode.INVALID_ARGUMENT),
+                                     ("model", '{vectors = "/etc/passwd"}', grpc.StatusCode.INVALID_ARGUMENT)):
                 with pytest.raises(grpc.RpcError) as error:
                     training.StartTraining(pb.StartTrainingRequest(
                         train_corpus="places-train", dev_corpus="places-dev", model_name="x",
-                        overrides={**FAST, "train.auxiliary": value}), timeout=30)
-                assert error.value.code() == code, error.value.details()
+                        overrides={**FAST, key: value}), timeout=30)
+                assert error.value.code() == code, (key, value, error.value.details())
             with pytest.raises(grpc.RpcError) as error:
                 training.StartTraining(pb.StartTrainingRequest(
                     train_corpus="places-train", dev_corpus="places-dev", model_name="x", base_model="ner",
-                    overrides={**FAST, "train.auxiliary": '["ewt-pos"]'}), timeout=30)
+                    overrides={**FAST, "train.auxiliary": '["ewt-xpos"]'}), timeout=30)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "base model" in error.value.details()
             job = training.StartTraining(pb.StartTrainingRequest(
                 train_corpus="places-train", dev_corpus="places-dev", model_name="places",
-                overrides={**FAST, "train.auxiliary": '["ewt-pos"]'}), timeout=30)
+                overrides={**FAST, "train.auxiliary": '["ewt-xpos"]'}), timeout=30)
             done = watch(training, job.id)[-1].job
             assert (done.state, done.version) == ("SUCCEEDED", "1"), done.error
             log = (data_dir / "jobs" / job.id / "log.txt").read_text()
-            assert "auxiliary: aux1 (tag) from " in log and "150 sentences besides this corpus's 200" in log
+            assert "auxiliary: aux1 (tag, column xpos) from ewt-xpos; 150 sentences besides this corpus's 200" in log
+            card = next((data_dir / "models" / "places").glob("*/README.md")).read_text()
+            assert "auxiliary corpora (150 of those sentences)" in card and "`ewt-xpos`" in card
             with TaggerClient(f"127.0.0.1:{running.port}") as client:
                 response = client.tag("We drove from Boston to Chicago last year .", models=["places"])
                 tokens = [t for sentence in response.sentences for t in sentence.tokens]
