@@ -86,6 +86,23 @@ def test_trials_run_in_parallel_processes(corpora, tmp_path):
     assert load_model(tmp_path / "s").tasks == ["upos"]
 
 
+def test_a_search_with_an_auxiliary_corpus_keeps_only_its_own_task(corpora, tmp_path, shared_data, write_head):
+    from safetensors.torch import load_file
+
+    train, dev, space = corpora
+    aux = write_head(shared_data / "uner-english-ewt" / "en_ewt-ud-train.iob2", tmp_path / "uner.iob2", 120)
+    result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "s", "--trials", 2, "--jobs", 2,
+                 "--epochs", 1, "--space", space, "--aux", aux, *SMALL)
+    assert result.exit_code == 0, result.output
+    assert f"auxiliary: aux1 (span) from {aux}; 120 sentences besides this corpus's 200" in result.output
+    info = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert [t["state"] for t in info["trials"]] == ["COMPLETE"] * 2  # in worker processes, the tasks carried along
+    model = load_model(tmp_path / "s")
+    assert model.tasks == ["upos"] and model.config.train.auxiliary == [str(aux)]
+    assert not any("aux1" in name for name in load_file(tmp_path / "s" / "weights.safetensors"))
+    assert json.loads((tmp_path / "s" / "metrics.json").read_text())["auxiliary_sentences"] == 120
+
+
 def test_the_time_budget_stops_running_trials(corpora, tmp_path):
     train, dev, space = corpora
     result = run("tune", "--train", train, "--dev", dev, "--output", tmp_path / "s", "--trials", 5,
