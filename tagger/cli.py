@@ -87,7 +87,7 @@ def train(
         _fail(error)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return
-    _report_saved(output, result, [t for t in cfg.model.tasks if not t.auxiliary])
+    _report_saved(output, result, result.model.config.model.tasks)  # the saved model's: no auxiliary task
 
 
 @app.command()
